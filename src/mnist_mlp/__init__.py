@@ -1,0 +1,1 @@
+"""Train a multilayer perceptron on MNIST with stochastic gradient descent."""

@@ -1,0 +1,194 @@
+"""MNIST and Fashion-MNIST as normalised tensors in memory, cut into mini-batches.
+
+torchvision parses the IDX files once; after that every batch is a slice of one tensor
+that already lives on the training device, so no per-sample Python work happens while training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torchvision import datasets
+
+from mnist_mlp.errors import UsageError
+
+DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}
+
+
+class EpochPermutation:
+    """A fresh, seeded order of the training images each epoch.
+
+    Lightning calls `set_epoch` before every epoch (as it does for a DataLoader's sampler), so the
+    order depends only on (seed, epoch): a resumed run sees the same batches as an unbroken one.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.size, generator=generator)
+
+
+class TensorBatches:
+    """Mini-batches sliced from (images, labels); reshuffled each epoch when given a sampler."""
+
+    batch_sampler = None  # read by Lightning, as on a DataLoader
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        sampler: EpochPermutation | None = None,
+    ) -> None:
+        self.images, self.labels, self.batch_size, self.sampler = (
+            images,
+            labels,
+            batch_size,
+            sampler,
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self.images, self.labels
+        if self.sampler is not None:
+            # One gather per epoch; every batch after it is a contiguous view.
+            order = self.sampler.order().to(images.device)
+            images, labels = images[order], labels[order]
+        for start in range(0, len(labels), self.batch_size):
+            yield images[start : start + self.batch_size], labels[start : start + self.batch_size]
+
+
+def raw_files(dataset: str) -> list[str]:
+    """The four IDX file names torchvision expects under <root>/<dataset>/raw/."""
+    return [Path(url).name.removesuffix(".gz") for url, _md5 in DATASETS[dataset].resources]
+
+
+def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
+    """Make the four IDX files present under root, from .gz copies or a download, or say how."""
+    raw = root / dataset / "raw"
+    missing = [name for name in raw_files(dataset) if not (raw / name).is_file()]
+    for name in list(missing):
+        packed = raw / f"{name}.gz"
+        if packed.is_file():
+            _gunzip(packed, raw / name)
+            missing.remove(name)
+    if not missing:
+        return
+    if download and _try_download(root, raw, dataset):
+        return
+    raise UsageError(
+        f"{dataset} files are missing from {raw}/: {', '.join(missing)}"
+        f"{'' if download else ' (download=false)'}. "
+        f"Place the four IDX files {', '.join(raw_files(dataset))} there (plain or .gz), "
+        f"or set data.root to the folder that holds {dataset}/raw/."
+    )
+
+
+def _gunzip(packed: Path, target: Path) -> None:
+    # Write beside the target and rename, so an interrupted run never leaves a half file behind.
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with gzip.open(packed, "rb") as source, open(partial, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    except (OSError, EOFError) as error:
+        partial.unlink(missing_ok=True)
+        raise UsageError(
+            f"{packed} does not decompress ({error}); replace it with a good copy."
+        ) from None
+    partial.replace(target)
+
+
+def _try_download(root: Path, raw: Path, dataset: str) -> bool:
+    before = set(raw.iterdir()) if raw.is_dir() else set()
+    try:
+        DATASETS[dataset](str(root), train=True, download=True)
+        return True
+    except Exception:  # noqa: BLE001 - any network failure means "not downloadable here"
+        # Remove whatever the failed download wrote, so no later run mistakes it for data.
+        for path in set(raw.iterdir()) - before if raw.is_dir() else ():
+            path.unlink(missing_ok=True)
+        return False
+
+
+def load_split(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, N x 28 x 28) and labels (int64, N) of the official train or test split."""
+    parsed = DATASETS[dataset](str(root), train=train, download=False)
+    return parsed.data, parsed.targets
+
+
+class MNISTDataModule(LightningDataModule):
+    """The official 60k training images split seeded into train/val, and the official 10k test."""
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str,
+        download: bool,
+        val_size: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise UsageError(f"data.dataset={dataset!r} is not known; use one of {list(DATASETS)}.")
+        self.dataset, self.root, self.download = dataset, Path(root), download
+        self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
+        self.seed = seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        ensure_raw_files(self.root, self.dataset, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        ensure_raw_files(self.root, self.dataset, self.download)
+        train_images, train_labels = load_split(self.root, self.dataset, train=True)
+        test_images, test_labels = load_split(self.root, self.dataset, train=False)
+        if not 0 < self.val_size < len(train_labels):
+            raise UsageError(
+                f"data.val_size={self.val_size} must be between 1 and {len(train_labels) - 1} "
+                f"(the training set has {len(train_labels)} images)."
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(train_labels), generator=generator)
+        val_index, train_index = order[: self.val_size], order[self.val_size :]
+        # Normalise with the statistics of the training split only.
+        scaled = train_images[train_index].float().div_(255)
+        mean, std = scaled.mean().item(), scaled.std().item()
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+
+        def normalised(images: torch.Tensor) -> torch.Tensor:
+            return images.to(device).float().div_(255).sub_(mean).div_(std)
+
+        self.splits = {
+            "train": (normalised(train_images[train_index]), train_labels[train_index].to(device)),
+            "val": (normalised(train_images[val_index]), train_labels[val_index].to(device)),
+            "test": (normalised(test_images), test_labels.to(device)),
+        }
+
+    def train_dataloader(self) -> TensorBatches:
+        images, labels = self.splits["train"]
+        return TensorBatches(
+            images, labels, self.batch_size, EpochPermutation(len(labels), self.seed)
+        )
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["test"], self.eval_batch_size)

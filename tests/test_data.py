@@ -1,0 +1,98 @@
+"""The data module on tiny IDX files: torchvision parsing, split, batching, offline behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import datasets
+
+from mnist_mlp.data import EpochPermutation, MNISTDataModule, TensorBatches, ensure_raw_files
+from mnist_mlp.errors import UsageError
+from tests.conftest import write_dataset
+
+
+def datamodule(root: Path, **overrides) -> MNISTDataModule:
+    settings = dict(
+        dataset="MNIST",
+        root=str(root),
+        download=False,
+        val_size=100,
+        batch_size=32,
+        eval_batch_size=64,
+        seed=0,
+    )
+    return MNISTDataModule(**(settings | overrides))
+
+
+def test_splits_are_seeded_normalised_and_complete(data_root: Path) -> None:
+    first, again, other = (datamodule(data_root, seed=s) for s in (0, 0, 1))
+    for dm in (first, again, other):
+        dm.setup()
+    train_images, train_labels = first.splits["train"]
+    assert train_images.shape == (500, 28, 28) and train_images.dtype == torch.float32
+    assert len(first.splits["val"][1]) == 100 and len(first.splits["test"][1]) == 200
+    assert abs(train_images.mean().item()) < 1e-4 and abs(train_images.std().item() - 1) < 1e-3
+    assert torch.equal(train_labels, again.splits["train"][1])
+    assert not torch.equal(train_labels, other.splits["train"][1])
+    # Train and val together are exactly the 600 official training labels.
+    official = datasets.MNIST(str(data_root), train=True).targets
+    joined = torch.cat([train_labels, first.splits["val"][1]])
+    assert torch.equal(joined.sort().values, official.sort().values)
+
+
+def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> None:
+    images = torch.arange(100.0).view(100, 1)
+    sampler = EpochPermutation(100, seed=3)
+    batches = TensorBatches(images, torch.arange(100), batch_size=32, sampler=sampler)
+    assert len(batches) == 4
+
+    def epoch(number: int) -> torch.Tensor:
+        sampler.set_epoch(number)
+        return torch.cat([labels for _, labels in batches])
+
+    first = epoch(0)
+    assert sorted(first.tolist()) == list(range(100))
+    assert [len(labels) for _, labels in batches] == [32, 32, 32, 4]
+    assert torch.equal(first, epoch(0)) and not torch.equal(first, epoch(1))
+    for image_batch, label_batch in batches:  # images travel with their labels
+        assert torch.equal(image_batch.view(-1).long(), label_batch)
+
+
+def test_gzipped_files_are_accepted(tmp_path: Path) -> None:
+    write_dataset(tmp_path, packed=True)
+    dm = datamodule(tmp_path)
+    dm.setup()
+    assert len(dm.splits["test"][1]) == 200
+
+
+def test_fashion_mnist_uses_the_same_code(tmp_path: Path) -> None:
+    write_dataset(tmp_path, dataset="FashionMNIST")
+    dm = datamodule(tmp_path, dataset="FashionMNIST")
+    dm.setup()
+    assert len(dm.splits["train"][1]) == 500
+
+
+def test_missing_files_name_the_folder_and_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as caught:
+        ensure_raw_files(tmp_path, "MNIST", download=False)
+    message = str(caught.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in message
+
+
+def test_failed_download_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_download(self: datasets.MNIST) -> None:
+        # What a dropped connection leaves: half an archive in the raw folder.
+        Path(self.raw_folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.raw_folder) / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b half")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(datasets.MNIST, "download", broken_download)
+    with pytest.raises(UsageError, match="missing"):
+        ensure_raw_files(tmp_path, "MNIST", download=True)
+    assert list((tmp_path / "MNIST" / "raw").iterdir()) == []

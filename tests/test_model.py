@@ -1,0 +1,73 @@
+"""The MLP and its two costs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_mlp.errors import UsageError
+from mnist_mlp.model import MLP
+
+
+def mlp(**overrides) -> MLP:
+    settings = dict(
+        hidden_sizes=[16, 8],
+        activation="tanh",
+        loss="cross_entropy",
+        lr=0.1,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=0.0,
+    )
+    return MLP(**(settings | overrides))
+
+
+def test_layers_follow_hidden_sizes_and_give_ten_logits() -> None:
+    model = mlp()
+    assert [tuple(layer.weight.shape) for layer in model.layers] == [(16, 784), (8, 16), (10, 8)]
+    assert model(torch.zeros(5, 28, 28)).shape == (5, 10)
+
+
+def test_mse_is_the_squared_distance_of_softmax_outputs_to_one_hot_targets() -> None:
+    model = mlp(loss="mse")
+    logits, labels = torch.randn(4, 10), torch.tensor([0, 3, 9, 3])
+    outputs, targets = logits.softmax(1), F.one_hot(labels, 10).float()
+    expected = sum(((outputs[i] - targets[i]) ** 2).sum() for i in range(4)) / 4
+    torch.testing.assert_close(model.loss_fn(logits, labels), expected)
+
+
+def test_cross_entropy_is_on_logits() -> None:
+    logits, labels = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+    expected = -logits.log_softmax(1)[torch.arange(4), labels].mean()
+    torch.testing.assert_close(mlp().loss_fn(logits, labels), expected)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_activations(activation: str) -> None:
+    model = mlp(activation=activation, hidden_sizes=[4])
+    hidden = model.activation(model.layers[0](torch.randn(3, 784)))
+    if activation == "relu":
+        assert hidden.min() >= 0
+    elif activation == "sigmoid":
+        assert hidden.min() > 0 and hidden.max() < 1
+    else:
+        assert hidden.min() > -1 and hidden.max() < 1
+
+
+@pytest.mark.parametrize(("key", "value"), [("activation", "softplus"), ("loss", "hinge")])
+def test_unknown_names_are_refused(key: str, value: str) -> None:
+    with pytest.raises(UsageError, match=value):
+        mlp(**{key: value})
+
+
+def test_sgd_settings_reach_the_optimizer() -> None:
+    optimizer = mlp(lr=0.3, momentum=0.9, nesterov=True, weight_decay=1e-4).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (
+        0.3,
+        0.9,
+        True,
+        1e-4,
+    )

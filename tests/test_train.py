@@ -1,0 +1,125 @@
+"""Whole runs: Hydra composes conf/, Lightning trains on tiny IDX data, the run dir is complete."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_mlp.train import SCORES, train
+from tests.conftest import ROOT, TINY
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python train.py ...` as a user types it, from `cwd`, in a new process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def run_main(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same command line through train.py's Hydra main, in this process (no second import)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    """Everything TensorBoard reads from the run dir (fit and test each write an event file)."""
+    return EventAccumulator(str(run_dir)).Reload()
+
+
+def test_cli_run_writes_a_complete_run_dir(data_root: Path, tmp_path: Path) -> None:
+    result = run_cli(*TINY, f"data.root={data_root}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(SCORES) <= metrics.keys()
+    assert (
+        metrics["batch_size"] == 32
+        and metrics["epochs"] == 2
+        and metrics["loss"] == "cross_entropy"
+    )
+    assert metrics["test/acc"] > 0.5  # the tiny data is learnable: chance is 0.1
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    scalars = events(run_dir).Tags()["scalars"]
+    assert {"train/loss", *SCORES} <= set(scalars)
+    assert "run dir" in result.stderr + result.stdout
+
+
+def test_multirun_writes_one_run_dir_per_job(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = tmp_path / "sweep"
+    run_main(
+        "-m",
+        *TINY,
+        "epochs=1",
+        f"data.root={data_root}",
+        "batch_size=16,32",
+        "lr=0.05,0.1",
+        f"hydra.sweep.dir={sweep}",
+        monkeypatch=monkeypatch,
+    )
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert len(runs) == 4
+    settings = {(m["batch_size"], m["lr"]) for m in map(json.loads, (p.read_text() for p in runs))}
+    assert settings == {(16, 0.05), (16, 0.1), (32, 0.05), (32, 0.1)}
+
+
+def test_missing_data_stops_with_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_main(
+            f"data.root={tmp_path / 'nowhere'}",
+            "data.download=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            monkeypatch=monkeypatch,
+        )
+    assert stopped.value.code == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    assert "train-images-idx3-ubyte" in stderr and "nowhere/MNIST/raw" in stderr
+    assert not (tmp_path / "nowhere").exists()  # nothing written where data was expected
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_both_losses_learn(make_cfg: Callable[..., DictConfig], tmp_path: Path, loss: str) -> None:
+    lr = {"cross_entropy": 0.1, "mse": 0.5}[loss]
+    metrics = train(make_cfg(f"loss={loss}", f"lr={lr}"), tmp_path)
+    assert metrics["loss"] == loss
+    assert metrics["val/acc"] > 0.5 and metrics["test/acc"] > 0.5
+
+
+def test_same_seed_same_metrics(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    first = train(make_cfg("seed=7"), tmp_path / "a")
+    again = train(make_cfg("seed=7"), tmp_path / "b")
+    other = train(make_cfg("seed=8"), tmp_path / "c")
+    assert first == again
+    assert first["val/loss"] != other["val/loss"]
+
+
+def test_hparams_tab_gets_the_settings_and_the_scores(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    train(make_cfg("lr=0.2"), tmp_path)
+    content = events(tmp_path).SummaryMetadata("_hparams_/experiment").plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert {h.name for h in experiment.hparam_infos} >= {"batch_size", "lr", "hidden_sizes"}
+    assert {m.name.tag for m in experiment.metric_infos} == set(SCORES)
+    # The score values come from real scalars, not from a placeholder written at step 0.
+    assert all(event.step > 0 for event in events(tmp_path).Scalars("val/acc"))
