@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -51,22 +52,28 @@ def log_hparams(logger: TensorBoardLogger, hparams: dict) -> None:
         writer.add_summary(summary)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool]:
-    """Train and test one run into run_dir; return what metrics.json holds."""
+def build(cfg: DictConfig, run_dir: Path) -> tuple[LightningDataModule, LightningModule, Trainer]:
+    """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: LightningDataModule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # missing data is reported before any other work
     model: LightningModule = instantiate(cfg.model, _convert_="all")
     logger: TensorBoardLogger = instantiate(cfg.logger, save_dir=str(run_dir))
     trainer: Trainer = instantiate(cfg.trainer, logger=logger)
-    hparams = hyperparameters(cfg)
-    log_hparams(logger, hparams)
+    log_hparams(logger, hyperparameters(cfg))
+    return datamodule, model, trainer
 
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool]:
+    """Train and test one run into run_dir; return what metrics.json holds."""
+    start = time.perf_counter()
+    datamodule, model, trainer = build(cfg, run_dir)
     trainer.fit(model, datamodule=datamodule)
     # Report the checkpoint a user would keep: the best on validation.
     scores = trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
     scores |= trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
-    metrics = {name: scores[name] for name in SCORES} | hparams
+    metrics = {name: scores[name] for name in SCORES} | hyperparameters(cfg)
+    metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info(
         "\n".join(

@@ -1,0 +1,212 @@
+"""Epoch time of mnist-mlp beside a bare PyTorch loop and the textbook Lightning MNIST.
+
+    python benchmarks/speed.py --data-root data --dataset FashionMNIST
+
+All three train the project's default MLP on the same real data (<data-root>/<dataset>/raw/),
+interleaved in one process, so the ratios are measured side by side. Also measured: the per-job
+overhead of a multirun and the peak resident memory of a default run (each in a fresh process).
+Prints a table and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, random_split
+from torchvision import transforms
+
+from mnist_mlp.data import DATASETS
+from mnist_mlp.train import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class EpochTimer(Callback):
+    """Seconds from the start of each training epoch to its last batch (validation excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
+        if trainer.training:
+            self.seconds.append(time.perf_counter() - self.start)
+
+
+def project_config(args: argparse.Namespace, batch_size: int | None = None):
+    overrides = [
+        f"data.root={args.data_root}",
+        f"data.dataset={args.dataset}",
+        f"epochs={args.epochs}",
+    ]
+    if batch_size is not None:
+        overrides.append(f"batch_size={batch_size}")
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("train", overrides=overrides)
+
+
+def time_project(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
+    """The project's own fit path, with the default config's progress bar, logging, checkpoints."""
+    datamodule, model, trainer = build(project_config(args, batch_size), workdir)
+    timer = EpochTimer()
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.seconds
+
+
+def time_bare(args: argparse.Namespace, batch_size: int) -> list[float]:
+    """The same model and batches in a plain loop: forward, loss, backward, SGD step."""
+    datamodule, model, _ = build(project_config(args, batch_size), Path(tempfile.mkdtemp()))
+    datamodule.setup()
+    batches = datamodule.train_dataloader()
+    optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
+    seconds = []
+    for epoch in range(args.epochs):
+        batches.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        for images, labels in batches:
+            loss = model.loss_fn(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+class TextbookMLP(LightningModule):
+    """Lightning's MNIST example, as tutorials write it: per-step logging, DataLoader batches."""
+
+    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+        super().__init__()
+        self.model, self.lr = model, lr
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = torch.nn.functional.cross_entropy(self.model(images), labels)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self.model(images)
+        self.log("val_loss", torch.nn.functional.cross_entropy(logits, labels), prog_bar=True)
+        self.log("val_acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def time_textbook(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
+    _, model, _ = build(project_config(args, batch_size), Path(tempfile.mkdtemp()))
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    full = DATASETS[args.dataset](str(args.data_root), train=True, transform=to_tensor)
+    generator = torch.Generator().manual_seed(0)
+    train_set, val_set = random_split(full, [len(full) - 5000, 5000], generator=generator)
+    timer = EpochTimer()
+    trainer = Trainer(
+        max_epochs=args.epochs,
+        logger=TensorBoardLogger(str(workdir)),
+        callbacks=[timer],
+        enable_checkpointing=False,
+    )
+    trainer.fit(
+        TextbookMLP(model, model.hparams.lr),
+        DataLoader(train_set, batch_size=batch_size, shuffle=True),
+        DataLoader(val_set, batch_size=batch_size),
+    )
+    return timer.seconds
+
+
+def run_train_py(*overrides: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], check=True, cwd=ROOT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="FashionMNIST")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="fits per contender")
+    parser.add_argument("--jobs", type=int, default=5, help="jobs in the multirun overhead check")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
+    args = parser.parse_args()
+    args.data_root = args.data_root.resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="mnist-mlp-bench-"))
+
+    contenders = {"bare": time_bare, "project": time_project, "textbook": time_textbook}
+    rows = []
+    for batch_size in args.batch_sizes:
+        epochs: dict[str, list[float]] = {name: [] for name in contenders}
+        for repeat in range(args.repeats):  # interleaved, so drifts hit all three alike
+            for name, timed in contenders.items():
+                run_dir = workdir / f"{name}-{batch_size}-{repeat}"
+                seconds = (
+                    timed(args, batch_size) if name == "bare" else timed(args, batch_size, run_dir)
+                )
+                epochs[name] += seconds[1:]  # the first epoch of each fit is warm-up
+        median = {name: statistics.median(times) for name, times in epochs.items()}
+        rows.append(
+            {
+                "batch_size": batch_size,
+                **{f"{name}_s": round(value, 3) for name, value in median.items()},
+                "project/bare": round(median["project"] / median["bare"], 2),
+                "textbook/project": round(median["textbook"] / median["project"], 2),
+                "epochs_timed": len(epochs["bare"]),
+            }
+        )
+
+    data = [f"data.root={args.data_root}", f"data.dataset={args.dataset}"]
+    # Peak memory first: getrusage reports the largest child so far.
+    run_train_py(*data, "epochs=1", f"hydra.run.dir={workdir}/peak")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+    # Per-job overhead: a job's wall time (metrics.json) less one epoch of training at the
+    # default batch size, timed here the same way as above; validation counts as overhead.
+    seeds = ",".join(str(seed) for seed in range(args.jobs))
+    run_train_py("-m", *data, "epochs=1", f"seed={seeds}", f"hydra.sweep.dir={workdir}/sweep")
+    jobs = sorted((workdir / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name))
+    job_seconds = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
+    default_batch = project_config(args).batch_size
+    epoch_s = statistics.median(time_project(args, default_batch, workdir / "default")[1:])
+    per_job_overhead = statistics.median(job_seconds[1:]) - epoch_s
+
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
+        "dataset": args.dataset,
+        "epoch_seconds": rows,
+        "multirun_overhead_s_per_job": round(per_job_overhead, 2),
+        "peak_rss_mb_default_run": round(peak_kb / 1024),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{args.dataset}, median seconds per training epoch ({result['machine']})")
+    print("| batch | bare loop | mnist-mlp | textbook | mnist-mlp / bare | textbook / mnist-mlp |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['batch_size']} | {r['bare_s']:.2f} | {r['project_s']:.2f} "
+            f"| {r['textbook_s']:.2f} | {r['project/bare']:.2f}x | {r['textbook/project']:.1f}x |"
+        )
+    print(f"multirun overhead per job after the first: {result['multirun_overhead_s_per_job']} s")
+    print(f"peak resident memory of a default run: {result['peak_rss_mb_default_run']} MB")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
