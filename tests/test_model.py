@@ -19,6 +19,7 @@ def mlp(**overrides) -> MLP:
         momentum=0.0,
         nesterov=False,
         weight_decay=0.0,
+        backprop="autograd",
     )
     return MLP(**(settings | overrides))
 

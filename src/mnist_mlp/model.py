@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_mlp.backprop import DERIVATIVES, backprop
 from mnist_mlp.errors import UsageError
 
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
@@ -41,6 +42,7 @@ class MLP(LightningModule):
         momentum: float,
         nesterov: bool,
         weight_decay: float,
+        backprop: str,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -49,6 +51,13 @@ class MLP(LightningModule):
             )
         if loss not in LOSSES:
             raise UsageError(f"loss={loss!r} is not known; use one of {list(LOSSES)}.")
+        if backprop not in ("autograd", "manual"):
+            raise UsageError(f"model.backprop={backprop!r} is not known; use autograd or manual.")
+        if backprop == "manual" and activation not in DERIVATIVES:
+            raise UsageError(
+                f"model.backprop=manual has no derivative for model.activation={activation!r}; "
+                f"use one of {list(DERIVATIVES)} or model.backprop=autograd."
+            )
         self.save_hyperparameters()
         sizes = [IMAGE_PIXELS, *hidden_sizes, CLASSES]
         self.layers = nn.ModuleList(
@@ -79,8 +88,14 @@ class MLP(LightningModule):
         images, labels = batch
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        loss = self.loss_fn(self(images), labels)
-        self.manual_backward(loss)
+        if self.hparams.backprop == "manual":
+            hp = self.hparams
+            slope = DERIVATIVES[hp.activation]
+            logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
+            loss = self.loss_fn(logits, labels)
+        else:
+            loss = self.loss_fn(self(images), labels)
+            self.manual_backward(loss)
         optimizer.step()
         self.train_loss_sum.add_(loss.detach(), alpha=len(labels))
         self.train_examples += len(labels)

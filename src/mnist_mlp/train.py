@@ -37,6 +37,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
         "momentum": model.momentum,
         "nesterov": model.nesterov,
         "weight_decay": model.weight_decay,
+        "backprop": model.backprop,
     }
 
 

@@ -1,0 +1,93 @@
+"""The written-out backward pass gives autograd's gradients, steps and scores."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from mnist_mlp.backprop import DERIVATIVES, backprop
+from mnist_mlp.errors import UsageError
+from mnist_mlp.model import LOSSES, MLP
+from mnist_mlp.train import train
+
+SHAPES = [[], [7], [12, 5], [9, 6, 4]]
+GRID = list(itertools.product(DERIVATIVES, LOSSES, SHAPES, [1, 5, 33]))
+
+
+def mlp(hidden_sizes: list[int], activation: str, loss: str, **sgd) -> MLP:
+    settings = dict(lr=0.5, momentum=0.0, nesterov=False, weight_decay=0.0) | sgd
+    return MLP(hidden_sizes, activation, loss, backprop="manual", **settings).double()
+
+
+def batch(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(size, 28, 28, generator=generator, dtype=torch.float64)
+    return images, torch.randint(0, 10, (size,), generator=generator)
+
+
+def manual_gradients(model: MLP, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    slope = DERIVATIVES[model.hparams.activation]
+    backprop(model.layers, model.activation, slope, model.hparams.loss, images, labels)
+    return [parameter.grad.clone() for parameter in model.parameters()]
+
+
+def autograd_gradients(
+    model: MLP, images: torch.Tensor, labels: torch.Tensor
+) -> list[torch.Tensor]:
+    model.zero_grad()
+    model.loss_fn(model(images), labels).backward()
+    return [parameter.grad.clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize(("activation", "loss", "hidden_sizes", "batch_size"), GRID)
+def test_manual_gradients_equal_autograd(
+    activation: str, loss: str, hidden_sizes: list[int], batch_size: int
+) -> None:
+    torch.manual_seed(len(hidden_sizes) * 100 + batch_size)
+    model = mlp(hidden_sizes, activation, loss)
+    images, labels = batch(batch_size, seed=batch_size)
+    expected = autograd_gradients(model, images, labels)
+    for got, want in zip(manual_gradients(model, images, labels), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_sgd_steps_are_the_same_in_both_modes(loss: str) -> None:
+    torch.manual_seed(0)
+    sgd = dict(momentum=0.9, nesterov=True, weight_decay=1e-3)
+    manual = mlp([16, 8], "sigmoid", loss, **sgd)
+    autograd = mlp([16, 8], "sigmoid", loss, **sgd)
+    autograd.load_state_dict(manual.state_dict())
+    initial = manual.layers[0].weight.clone()
+    optimizers = [model.configure_optimizers() for model in (manual, autograd)]
+    for step in range(4):
+        images, labels = batch(10, seed=step)
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        manual_gradients(manual, images, labels)
+        autograd_gradients(autograd, images, labels)
+        for optimizer in optimizers:
+            optimizer.step()
+    for got, want in zip(manual.parameters(), autograd.parameters(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert not torch.equal(manual.layers[0].weight, initial)  # the steps did move the weights
+
+
+def test_both_modes_reach_the_same_accuracy(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    autograd = train(make_cfg("model.backprop=autograd"), tmp_path / "autograd")
+    manual = train(make_cfg("model.backprop=manual"), tmp_path / "manual")
+    assert manual["backprop"] == "manual"
+    assert manual["test/acc"] > 0.5
+    assert abs(manual["test/acc"] - autograd["test/acc"]) <= 0.003
+
+
+def test_unknown_backprop_mode_is_refused() -> None:
+    with pytest.raises(UsageError, match="model.backprop"):
+        MLP([4], "relu", "mse", 0.1, 0.0, False, 0.0, backprop="numeric")
