@@ -39,16 +39,18 @@ class EpochTimer(Callback):
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.start: float | None = None  # None outside a training epoch (the sanity check)
 
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
         self.start = time.perf_counter()
 
     def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
-        if trainer.training:
+        if self.start is not None:
             self.seconds.append(time.perf_counter() - self.start)
+            self.start = None
 
 
-def project_config(args: argparse.Namespace, batch_size: int | None = None):
+def project_config(args: argparse.Namespace, batch_size: int | None = None, *extra: str):
     overrides = [
         f"data.root={args.data_root}",
         f"data.dataset={args.dataset}",
@@ -56,13 +58,16 @@ def project_config(args: argparse.Namespace, batch_size: int | None = None):
     ]
     if batch_size is not None:
         overrides.append(f"batch_size={batch_size}")
+    overrides += extra
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose("train", overrides=overrides)
 
 
-def time_project(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
+def time_project(
+    args: argparse.Namespace, batch_size: int, workdir: Path, *extra: str
+) -> list[float]:
     """The project's own fit path, with the default config's progress bar, logging, checkpoints."""
-    datamodule, model, trainer = build(project_config(args, batch_size), workdir)
+    datamodule, model, trainer = build(project_config(args, batch_size, *extra), workdir)
     timer = EpochTimer()
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
@@ -145,11 +150,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fits per contender")
     parser.add_argument("--jobs", type=int, default=5, help="jobs in the multirun overhead check")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
+    parser.add_argument("--backprop", action="store_true", help="also time model.backprop=manual")
     args = parser.parse_args()
     args.data_root = args.data_root.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="mnist-mlp-bench-"))
 
     contenders = {"bare": time_bare, "project": time_project, "textbook": time_textbook}
+    if args.backprop:
+        contenders["manual"] = lambda a, b, w: time_project(a, b, w, "model.backprop=manual")
     rows = []
     for batch_size in args.batch_sizes:
         epochs: dict[str, list[float]] = {name: [] for name in contenders}
@@ -167,6 +175,11 @@ def main() -> None:
                 **{f"{name}_s": round(value, 3) for name, value in median.items()},
                 "project/bare": round(median["project"] / median["bare"], 2),
                 "textbook/project": round(median["textbook"] / median["project"], 2),
+                **(
+                    {"manual/autograd": round(median["manual"] / median["project"], 2)}
+                    if args.backprop
+                    else {}
+                ),
                 "epochs_timed": len(epochs["bare"]),
             }
         )
@@ -202,6 +215,11 @@ def main() -> None:
         print(
             f"| {r['batch_size']} | {r['bare_s']:.2f} | {r['project_s']:.2f} "
             f"| {r['textbook_s']:.2f} | {r['project/bare']:.2f}x | {r['textbook/project']:.1f}x |"
+        )
+    for r in rows if args.backprop else []:
+        print(
+            f"batch {r['batch_size']}: manual backprop {r['manual_s']:.2f} s/epoch, "
+            f"{r['manual/autograd']:.2f}x autograd"
         )
     print(f"multirun overhead per job after the first: {result['multirun_overhead_s_per_job']} s")
     print(f"peak resident memory of a default run: {result['peak_rss_mb_default_run']} MB")

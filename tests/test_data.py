@@ -14,6 +14,7 @@ from tests.conftest import write_dataset
 
 
 def datamodule(root: Path, **overrides) -> MNISTDataModule:
+    """A data module set up as Lightning does it: prepare_data, then setup."""
     settings = dict(
         dataset="MNIST",
         root=str(root),
@@ -23,13 +24,14 @@ def datamodule(root: Path, **overrides) -> MNISTDataModule:
         eval_batch_size=64,
         seed=0,
     )
-    return MNISTDataModule(**(settings | overrides))
+    dm = MNISTDataModule(**(settings | overrides))
+    dm.prepare_data()
+    dm.setup()
+    return dm
 
 
 def test_splits_are_seeded_normalised_and_complete(data_root: Path) -> None:
     first, again, other = (datamodule(data_root, seed=s) for s in (0, 0, 1))
-    for dm in (first, again, other):
-        dm.setup()
     train_images, train_labels = first.splits["train"]
     assert train_images.shape == (500, 28, 28) and train_images.dtype == torch.float32
     assert len(first.splits["val"][1]) == 100 and len(first.splits["test"][1]) == 200
@@ -63,14 +65,12 @@ def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> 
 def test_gzipped_files_are_accepted(tmp_path: Path) -> None:
     write_dataset(tmp_path, packed=True)
     dm = datamodule(tmp_path)
-    dm.setup()
     assert len(dm.splits["test"][1]) == 200
 
 
 def test_fashion_mnist_uses_the_same_code(tmp_path: Path) -> None:
     write_dataset(tmp_path, dataset="FashionMNIST")
     dm = datamodule(tmp_path, dataset="FashionMNIST")
-    dm.setup()
     assert len(dm.splits["train"][1]) == 500
 
 

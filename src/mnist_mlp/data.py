@@ -156,7 +156,6 @@ class MNISTDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        ensure_raw_files(self.root, self.dataset, self.download)
         train_images, train_labels = load_split(self.root, self.dataset, train=True)
         test_images, test_labels = load_split(self.root, self.dataset, train=False)
         if not 0 < self.val_size < len(train_labels):
