@@ -1,6 +1,9 @@
 """Epoch time of mnist-mlp beside a bare PyTorch loop and the textbook Lightning MNIST.
 
-    python benchmarks/speed.py --data-root data --dataset FashionMNIST
+    python benchmarks/speed.py --data-root data --dataset FashionMNIST [override ...]
+
+Overrides (Hydra syntax, e.g. model.hidden_sizes=[30] for the seed's 784-30-10 network) apply to
+every contender, so they always train the same model on the same batches.
 
 All three train the project's default MLP on the same real data (<data-root>/<dataset>/raw/),
 interleaved in one process, so the ratios are measured side by side. Also measured: the per-job
@@ -28,7 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, random_split
 from torchvision import transforms
 
-from mnist_mlp.data import DATASETS
+from mnist_mlp.data import DATASETS, EpochPermutation, TensorBatches
 from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +61,7 @@ def project_config(args: argparse.Namespace, batch_size: int | None = None, *ext
     ]
     if batch_size is not None:
         overrides.append(f"batch_size={batch_size}")
-    overrides += extra
+    overrides += [*args.overrides, *extra]
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose("train", overrides=overrides)
 
@@ -78,7 +81,10 @@ def time_bare(args: argparse.Namespace, batch_size: int) -> list[float]:
     """The same model and batches in a plain loop: forward, loss, backward, SGD step."""
     datamodule, model, _ = build(project_config(args, batch_size), Path(tempfile.mkdtemp()))
     datamodule.setup()
-    batches = datamodule.train_dataloader()
+    images, labels = datamodule.splits["train"]
+    batches = TensorBatches(
+        images, labels, batch_size, EpochPermutation(len(labels), datamodule.seed)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
     seconds = []
     for epoch in range(args.epochs):
@@ -151,6 +157,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5, help="jobs in the multirun overhead check")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
     parser.add_argument("--backprop", action="store_true", help="also time model.backprop=manual")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every contender")
     args = parser.parse_args()
     args.data_root = args.data_root.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="mnist-mlp-bench-"))
@@ -192,7 +199,14 @@ def main() -> None:
     # Per-job overhead: a job's wall time (metrics.json) less one epoch of training at the
     # default batch size, timed here the same way as above; validation counts as overhead.
     seeds = ",".join(str(seed) for seed in range(args.jobs))
-    run_train_py("-m", *data, "epochs=1", f"seed={seeds}", f"hydra.sweep.dir={workdir}/sweep")
+    run_train_py(
+        "-m",
+        *data,
+        *args.overrides,
+        "epochs=1",
+        f"seed={seeds}",
+        f"hydra.sweep.dir={workdir}/sweep",
+    )
     jobs = sorted((workdir / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name))
     job_seconds = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
     default_batch = project_config(args).batch_size
@@ -203,12 +217,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
         "dataset": args.dataset,
+        "overrides": args.overrides,
         "epoch_seconds": rows,
         "multirun_overhead_s_per_job": round(per_job_overhead, 2),
         "peak_rss_mb_default_run": round(peak_kb / 1024),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{args.dataset}, median seconds per training epoch ({result['machine']})")
+    print(f"\n{args.dataset} {' '.join(args.overrides)}, median seconds per training epoch")
+    print(f"({result['machine']})")
     print("| batch | bare loop | mnist-mlp | textbook | mnist-mlp / bare | textbook / mnist-mlp |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import runpy
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,3 +72,9 @@ def make_cfg(data_root: Path) -> Callable[..., DictConfig]:
             return compose("train", overrides=[f"data.root={data_root}", *TINY, *overrides])
 
     return make
+
+
+def run_main(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command line through train.py's Hydra main, in this process (no second import)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    runpy.run_path(str(ROOT / "train.py"), run_name="__main__")

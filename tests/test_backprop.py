@@ -11,8 +11,9 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_mlp.backprop import DERIVATIVES, backprop
+from mnist_mlp.config import check_config
 from mnist_mlp.errors import UsageError
-from mnist_mlp.model import LOSSES, MLP
+from mnist_mlp.model import ACTIVATIONS, LOSSES, MLP
 from mnist_mlp.train import train
 
 SHAPES = [[], [7], [12, 5], [9, 6, 4]]
@@ -21,7 +22,16 @@ GRID = list(itertools.product(DERIVATIVES, LOSSES, SHAPES, [1, 5, 33]))
 
 def mlp(hidden_sizes: list[int], activation: str, loss: str, **sgd) -> MLP:
     settings = dict(lr=0.5, momentum=0.0, nesterov=False, weight_decay=0.0) | sgd
-    return MLP(hidden_sizes, activation, loss, backprop="manual", **settings).double()
+    return MLP(
+        hidden_sizes,
+        activation,
+        loss,
+        batch_size=32,
+        lr_schedule="constant",
+        backprop="manual",
+        check_finite_every=50,
+        **settings,
+    ).double()
 
 
 def batch(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +74,7 @@ def test_sgd_steps_are_the_same_in_both_modes(loss: str) -> None:
     autograd = mlp([16, 8], "sigmoid", loss, **sgd)
     autograd.load_state_dict(manual.state_dict())
     initial = manual.layers[0].weight.clone()
-    optimizers = [model.configure_optimizers() for model in (manual, autograd)]
+    optimizers = [model.configure_optimizers()["optimizer"] for model in (manual, autograd)]
     for step in range(4):
         images, labels = batch(10, seed=step)
         for optimizer in optimizers:
@@ -88,6 +98,10 @@ def test_both_modes_reach_the_same_accuracy(
     assert abs(manual["test/acc"] - autograd["test/acc"]) <= 0.003
 
 
-def test_unknown_backprop_mode_is_refused() -> None:
+def test_unknown_backprop_mode_is_refused(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(UsageError, match="model.backprop"):
-        MLP([4], "relu", "mse", 0.1, 0.0, False, 0.0, backprop="numeric")
+        check_config(make_cfg("model.backprop=numeric"))
+
+
+def test_every_activation_has_a_derivative_for_manual_mode() -> None:
+    assert set(DERIVATIVES) == set(ACTIVATIONS)  # so no activation is refused in manual mode

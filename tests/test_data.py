@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torchvision import datasets
 
 from mnist_mlp.data import EpochPermutation, MNISTDataModule, TensorBatches, ensure_raw_files
 from mnist_mlp.errors import UsageError
-from tests.conftest import write_dataset
+from tests.conftest import write_dataset, write_idx
 
 
 def datamodule(root: Path, **overrides) -> MNISTDataModule:
@@ -21,6 +23,7 @@ def datamodule(root: Path, **overrides) -> MNISTDataModule:
         download=False,
         val_size=100,
         batch_size=32,
+        batches_per_step=1,
         eval_batch_size=64,
         seed=0,
     )
@@ -96,3 +99,56 @@ def test_failed_download_leaves_nothing_behind(
     with pytest.raises(UsageError, match="missing"):
         ensure_raw_files(tmp_path, "MNIST", download=True)
     assert list((tmp_path / "MNIST" / "raw").iterdir()) == []
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _break_magic(path: Path) -> None:
+    path.write_bytes(b"\x00\x00\x08\x09" + path.read_bytes()[4:])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _fewer_labels(path: Path) -> None:
+    write_idx(path, np.zeros(599, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "says"),
+    [
+        ("train-images-idx3-ubyte", _break_magic, "not an IDX file"),
+        ("t10k-images-idx3-ubyte", _truncate, "truncated or corrupt"),
+        ("train-labels-idx1-ubyte", _fewer_labels, "holds 599 labels"),
+    ],
+)
+def test_damaged_files_are_named_and_left_alone(
+    tmp_path: Path, name: str, damage: Callable[[Path], None], says: str
+) -> None:
+    write_dataset(tmp_path)
+    damage(tmp_path / "MNIST" / "raw" / name)
+    before = _snapshot(tmp_path)
+    with pytest.raises(UsageError, match=says) as caught:
+        datamodule(tmp_path)
+    assert name in str(caught.value) and "replace" in str(caught.value)
+    assert _snapshot(tmp_path) == before  # nothing deleted or overwritten
+
+
+def test_a_gz_that_does_not_decompress_is_named_and_kept(tmp_path: Path) -> None:
+    write_dataset(tmp_path, packed=True)
+    packed = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    packed.write_bytes(packed.read_bytes()[:20])  # cut short, as a dropped download leaves it
+    with pytest.raises(UsageError, match="does not decompress") as caught:
+        datamodule(tmp_path)
+    assert str(packed) in str(caught.value)
+    assert packed.is_file() and not packed.with_suffix("").exists()
+    assert not list(packed.parent.glob("*.partial"))
+
+
+def test_val_size_must_leave_training_images(tmp_path: Path) -> None:
+    write_dataset(tmp_path)
+    with pytest.raises(UsageError, match="data.val_size=600 .* at most 599"):
+        datamodule(tmp_path, val_size=600)

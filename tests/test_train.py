@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_mlp.train import SCORES, train
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, run_main
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -26,12 +25,6 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
-
-
-def run_main(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same command line through train.py's Hydra main, in this process (no second import)."""
-    monkeypatch.setattr(sys, "argv", ["train.py", *args])
-    runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -56,26 +49,6 @@ def test_cli_run_writes_a_complete_run_dir(data_root: Path, tmp_path: Path) -> N
     scalars = events(run_dir).Tags()["scalars"]
     assert {"train/loss", *SCORES} <= set(scalars)
     assert "run dir" in result.stderr + result.stdout
-
-
-def test_multirun_writes_one_run_dir_per_job(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sweep = tmp_path / "sweep"
-    run_main(
-        "-m",
-        *TINY,
-        "epochs=1",
-        f"data.root={data_root}",
-        "batch_size=16,32",
-        "lr=0.05,0.1",
-        f"hydra.sweep.dir={sweep}",
-        monkeypatch=monkeypatch,
-    )
-    runs = sorted(sweep.glob("*/metrics.json"))
-    assert len(runs) == 4
-    settings = {(m["batch_size"], m["lr"]) for m in map(json.loads, (p.read_text() for p in runs))}
-    assert settings == {(16, 0.05), (16, 0.1), (32, 0.05), (32, 0.1)}
 
 
 def test_missing_data_stops_with_one_sentence(
@@ -124,3 +97,11 @@ def test_hparams_tab_gets_the_settings_and_the_scores(
     assert {m.name.tag for m in experiment.metric_infos} == set(SCORES)
     # The score values come from real scalars, not from a placeholder written at step 0.
     assert all(event.step > 0 for event in events(tmp_path).Scalars("val/acc"))
+
+
+def test_mini_batches_per_lightning_step_do_not_change_the_result(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    one = train(make_cfg("data.batches_per_step=1"), tmp_path / "one")
+    five = train(make_cfg("data.batches_per_step=5"), tmp_path / "five")
+    assert {name: one[name] for name in SCORES} == {name: five[name] for name in SCORES}

@@ -123,6 +123,49 @@ def _try_download(root: Path, raw: Path, dataset: str) -> bool:
         return False
 
 
+# IDX headers: 0x0803 = unsigned bytes in 3 dimensions (images), 0x0801 = in 1 (labels).
+IMAGES_MAGIC, LABELS_MAGIC, IMAGE_SHAPE = 0x0803, 0x0801, (28, 28)
+
+
+def _idx_shape(path: Path, magic: int) -> tuple[int, ...]:
+    """The dimensions an IDX file's header declares, after checking them against its size."""
+    ndim = magic & 0xFF
+    with open(path, "rb") as file:
+        header = file.read(4 + 4 * ndim)
+    fix = "replace it with a good copy of the file"
+    if len(header) < 4 + 4 * ndim or int.from_bytes(header[:4], "big") != magic:
+        raise UsageError(
+            f"{path} is not an IDX file of this kind (expected header 0x{magic:08x}); {fix}."
+        )
+    shape = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected, actual = len(header) + math.prod(shape), path.stat().st_size
+    if actual != expected:
+        raise UsageError(
+            f"{path} holds {actual} bytes but its header promises {expected} "
+            f"(shape {'x'.join(map(str, shape))}): it is truncated or corrupt; {fix}."
+        )
+    return shape
+
+
+def check_raw_files(root: Path, dataset: str) -> int:
+    """Check the four IDX files' headers and sizes; return the number of training images."""
+    raw = root / dataset / "raw"
+    train_images, train_labels, test_images, test_labels = (raw / f for f in raw_files(dataset))
+    counts = []
+    for images, labels in ((train_images, train_labels), (test_images, test_labels)):
+        image_shape = _idx_shape(images, IMAGES_MAGIC)
+        label_shape = _idx_shape(labels, LABELS_MAGIC)
+        if image_shape[1:] != IMAGE_SHAPE:
+            raise UsageError(f"{images} holds images of {image_shape[1:]}, not 28x28 pixels.")
+        if image_shape[0] != label_shape[0]:
+            raise UsageError(
+                f"{images} holds {image_shape[0]} images but {labels} holds {label_shape[0]} "
+                "labels; the two files come from different copies: replace them as a pair."
+            )
+        counts.append(image_shape[0])
+    return counts[0]
+
+
 def load_split(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8, N x 28 x 28) and labels (int64, N) of the official train or test split."""
     parsed = DATASETS[dataset](str(root), train=train, download=False)
@@ -139,30 +182,31 @@ class MNISTDataModule(LightningDataModule):
         download: bool,
         val_size: int,
         batch_size: int,
+        batches_per_step: int,
         eval_batch_size: int,
         seed: int,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise UsageError(f"data.dataset={dataset!r} is not known; use one of {list(DATASETS)}.")
         self.dataset, self.root, self.download = dataset, Path(root), download
         self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
+        self.batches_per_step = batches_per_step
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
         ensure_raw_files(self.root, self.dataset, self.download)
+        training_images = check_raw_files(self.root, self.dataset)
+        if self.val_size >= training_images:
+            raise UsageError(
+                f"data.val_size={self.val_size} is not allowed: the training set has "
+                f"{training_images} images, so use at most {training_images - 1}."
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         train_images, train_labels = load_split(self.root, self.dataset, train=True)
         test_images, test_labels = load_split(self.root, self.dataset, train=False)
-        if not 0 < self.val_size < len(train_labels):
-            raise UsageError(
-                f"data.val_size={self.val_size} must be between 1 and {len(train_labels) - 1} "
-                f"(the training set has {len(train_labels)} images)."
-            )
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(train_labels), generator=generator)
         val_index, train_index = order[: self.val_size], order[self.val_size :]
@@ -181,9 +225,17 @@ class MNISTDataModule(LightningDataModule):
         }
 
     def train_dataloader(self) -> TensorBatches:
+        """Slices of batches_per_step mini-batches: the model takes one SGD step per mini-batch.
+
+        Lightning's own work per step (hooks, progress, logging) costs more than a small MLP's
+        SGD step on a CPU; handing it several mini-batches at once divides that cost.
+        """
         images, labels = self.splits["train"]
         return TensorBatches(
-            images, labels, self.batch_size, EpochPermutation(len(labels), self.seed)
+            images,
+            labels,
+            self.batch_size * self.batches_per_step,
+            EpochPermutation(len(labels), self.seed),
         )
 
     def val_dataloader(self) -> TensorBatches:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
@@ -10,7 +12,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_mlp.backprop import DERIVATIVES, backprop
-from mnist_mlp.errors import UsageError
+from mnist_mlp.errors import Diverged
 
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
 ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
@@ -28,6 +30,7 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class MLP(LightningModule):
@@ -39,25 +42,15 @@ class MLP(LightningModule):
         activation: str,
         loss: str,
         lr: float,
+        batch_size: int,
         momentum: float,
         nesterov: bool,
         weight_decay: float,
+        lr_schedule: str,
         backprop: str,
+        check_finite_every: int,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise UsageError(
-                f"model.activation={activation!r} is not known; use one of {list(ACTIVATIONS)}."
-            )
-        if loss not in LOSSES:
-            raise UsageError(f"loss={loss!r} is not known; use one of {list(LOSSES)}.")
-        if backprop not in ("autograd", "manual"):
-            raise UsageError(f"model.backprop={backprop!r} is not known; use autograd or manual.")
-        if backprop == "manual" and activation not in DERIVATIVES:
-            raise UsageError(
-                f"model.backprop=manual has no derivative for model.activation={activation!r}; "
-                f"use one of {list(DERIVATIVES)} or model.backprop=autograd."
-            )
         self.save_hyperparameters()
         sizes = [IMAGE_PIXELS, *hidden_sizes, CLASSES]
         self.layers = nn.ModuleList(
@@ -69,44 +62,85 @@ class MLP(LightningModule):
         # automatic optimization, whose closure costs time on every batch.
         self.automatic_optimization = False
         # Scores accumulate on the device and are read once per epoch: no host sync per step.
-        # The train loss is a plain running sum: MeanMetric.update cost 350-590 us here, add_ ~1 us.
-        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
-        self.train_examples = 0
+        # Each step's summed loss goes into one slot of a plain tensor (one small op; a
+        # torchmetrics MeanMetric.update costs hundreds of times more, benchmarks/step_cost.py);
+        # the slots give the epoch's train loss and, read every check_finite_every steps,
+        # the exact step at which a loss stopped being finite.
+        self.batch_losses: torch.Tensor | None = None
+        self.steps_in_epoch = self.train_examples = 0
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        *hidden, output = self.layers  # (slicing a ModuleList would build a new one per call)
         activations = images.flatten(1)
-        for layer in self.layers[:-1]:
+        for layer in hidden:
             activations = self.activation(layer(activations))
-        return self.layers[-1](activations)
+        return output(activations)
+
+    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The cost of one mini-batch, with its gradient written into each parameter's .grad."""
+        hp = self.hparams
+        if hp.backprop == "manual":
+            slope = DERIVATIVES[hp.activation]
+            logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
+            return self.loss_fn(logits, labels)
+        loss = self.loss_fn(self(images), labels)
+        # Plain autograd: with 32-bit precision on one device, Lightning's manual_backward does
+        # the same plus callback hooks, which cost about a bare SGD step's time again.
+        loss.backward()
+        return loss
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
+        """One SGD step per mini-batch of the slice (see MNISTDataModule.train_dataloader)."""
         images, labels = batch
+        batch_size = self.hparams.batch_size
+        if self.batch_losses is None:  # the epoch's first step: one slot per mini-batch
+            slots = self.trainer.num_training_batches * math.ceil(len(labels) / batch_size)
+            self.batch_losses = torch.zeros(slots, device=labels.device)
         optimizer = self.optimizers()
-        optimizer.zero_grad()
-        if self.hparams.backprop == "manual":
-            hp = self.hparams
-            slope = DERIVATIVES[hp.activation]
-            logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
-            loss = self.loss_fn(logits, labels)
-        else:
-            loss = self.loss_fn(self(images), labels)
-            self.manual_backward(loss)
-        optimizer.step()
-        self.train_loss_sum.add_(loss.detach(), alpha=len(labels))
-        self.train_examples += len(labels)
+        steps_before = self.steps_in_epoch
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+            optimizer.zero_grad()
+            loss = self.gradient(x, y)
+            optimizer.step()
+            torch.mul(loss.detach(), len(y), out=self.batch_losses[self.steps_in_epoch])
+            self.steps_in_epoch += 1
+            self.train_examples += len(y)
+        every = self.hparams.check_finite_every
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        if last or self.steps_in_epoch // every > steps_before // every:
+            self.check_finite()
         return loss
 
+    def check_finite(self) -> None:
+        """Stop training at the first non-finite loss of this epoch's steps so far."""
+        finite = torch.isfinite(self.batch_losses[: self.steps_in_epoch])
+        if not finite.all():
+            batch = int((~finite).nonzero()[0])
+            step = self.global_step - self.steps_in_epoch + batch  # SGD steps since the start
+            raise Diverged(
+                f"The loss became {self.batch_losses[batch].item()} at step {step} "
+                f"(epoch {self.current_epoch}, mini-batch {batch}) "
+                f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
+                f"e.g. lr={self.hparams.lr / 10:g}."
+            )
+
     def on_train_epoch_start(self) -> None:
-        self.train_loss_sum.zero_()
-        self.train_examples = 0
+        self.batch_losses, self.steps_in_epoch, self.train_examples = None, 0, 0
+
+    def log_sgd_step(self) -> None:
+        """Put scalars at the number of SGD steps taken, whatever the mini-batches per step."""
+        self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss_sum / self.train_examples)
+        self.log("train/loss", self.batch_losses.sum() / self.train_examples)
+        self.log_sgd_step()
+        if self.hparams.lr_schedule != "constant":
+            self.lr_schedulers().step()
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, labels = batch
@@ -116,6 +150,7 @@ class MLP(LightningModule):
         acc_metric.update(logits, labels)
         self.log(f"{stage}/loss", loss_metric, prog_bar=stage == "val")
         self.log(f"{stage}/acc", acc_metric, prog_bar=stage == "val")
+        self.log_sgd_step()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -123,12 +158,18 @@ class MLP(LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict:
         hp = self.hparams
-        return torch.optim.SGD(
+        optimizer = torch.optim.SGD(
             self.parameters(),
             lr=hp.lr,
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
         )
+        if hp.lr_schedule == "constant":
+            return {"optimizer": optimizer}
+        # cosine: lr falls from its value to 0 along half a cosine, one step per epoch, so the
+        # last epochs take small steps instead of oscillating around a minimum.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.trainer.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

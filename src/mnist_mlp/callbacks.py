@@ -1,0 +1,40 @@
+"""Hydra callbacks: never overwrite a finished run or sweep; summarise each sweep as it ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mnist_mlp.summary import summarise
+
+log = logging.getLogger(__name__)
+
+
+def _refuse_finished(folder: Path, key: str) -> None:
+    finished = sorted(folder.glob("metrics.json")) + sorted(folder.glob("*/metrics.json"))
+    if finished:
+        raise SystemExit(
+            f"{key}={folder} already holds finished runs ({finished[0]}); "
+            f"choose a new {key} so nothing of theirs is overwritten."
+        )
+
+
+class RunDirs(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.ckpt_path is None:  # a resumed run continues in its own run dir
+            _refuse_finished(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_finished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = summarise(sweep_dir)
+        not_ok = [row for row in rows if row["status"] != "ok"]
+        log.info(f"Sweep summary: {sweep_dir}/summary.md and heatmap.png ({len(rows)} jobs)")
+        if not_ok:
+            log.warning(f"{len(not_ok)} of {len(rows)} jobs did not finish ok; see summary.md")

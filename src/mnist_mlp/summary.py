@@ -1,0 +1,161 @@
+"""A sweep at a glance: summary.csv, summary.md (best first) and heatmap.png of val/acc.
+
+Written by the Hydra callback when a multirun ends, or rebuilt for any sweep dir with
+    python -m mnist_mlp.summary outputs/multirun/<date>/<time>
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
+
+
+def _value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def job_rows(sweep_dir: Path) -> tuple[list[str], list[dict]]:
+    """(the overridden keys, one row per job dir) of a sweep; a job without scores is failed."""
+    keys: list[str] = []
+    rows = []
+    job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    for job_dir in sorted(job_dirs, key=lambda path: (len(path.name), path.name)):
+        overrides = dict(
+            item.lstrip("+~").split("=", 1)
+            for item in OmegaConf.load(job_dir / ".hydra/overrides.yaml")
+        )
+        keys += [key for key in overrides if key not in keys]
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        scores = {column: metrics.get(column) for column in SCORE_COLUMNS}
+        scores["status"] = metrics.get("status", "failed")
+        rows.append({"job": job_dir.name, **overrides, **scores})
+    return keys, rows
+
+
+def swept_keys(keys: list[str], rows: list[dict]) -> list[str]:
+    """The overridden keys whose value differs between jobs, batch_size and lr first."""
+    varying = [key for key in keys if len({row.get(key) for row in rows}) > 1]
+    return sorted(varying, key=lambda key: (key not in ("batch_size", "lr"), keys.index(key)))
+
+
+def _best_first(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda row: -(row["val/acc"] if row["status"] == "ok" else -1))
+
+
+def write_table(sweep_dir: Path, keys: list[str], rows: list[dict]) -> None:
+    columns = ["job", *keys, *SCORE_COLUMNS]
+    with open(sweep_dir / "summary.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def cell(value: object) -> str:
+        return f"{value:.4f}" if isinstance(value, float) and value < 10 else str(value or "")
+
+    lines = [
+        f"# Sweep {sweep_dir}: {len(rows)} jobs, best val/acc first",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+        *("| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in _best_first(rows)),
+    ]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _label(row: dict) -> str:
+    return f"{row['val/acc']:.3f}" if row["status"] == "ok" else row["status"]
+
+
+def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
+    """val/acc over the two swept keys (the best over any others), or bars over one."""
+    figure, axes = plt.subplots(figsize=(7, 5))
+    if len(swept) >= 2:
+        x_key, y_key = swept[1], swept[0]  # lr across, batch_size down when both are swept
+        xs = sorted({row[x_key] for row in rows}, key=_value)
+        ys = sorted({row[y_key] for row in rows}, key=_value)
+        grid = [[math.nan] * len(xs) for _ in ys]
+        labels = [["not run"] * len(xs) for _ in ys]
+        for row in _best_first(rows)[::-1]:  # the best of a cell is drawn last, and kept
+            i, j = ys.index(row[y_key]), xs.index(row[x_key])
+            if row["status"] == "ok" or math.isnan(grid[i][j]):
+                grid[i][j] = row["val/acc"] if row["status"] == "ok" else math.nan
+                labels[i][j] = _label(row)
+        image = axes.imshow(grid, cmap="viridis", aspect="auto")
+        figure.colorbar(image, label="val/acc")
+        for i, j in ((i, j) for i in range(len(ys)) for j in range(len(xs))):
+            failed = math.isnan(grid[i][j])
+            axes.text(
+                j,
+                i,
+                labels[i][j],
+                ha="center",
+                va="center",
+                color="red" if failed else "white",
+                weight="bold" if failed else None,
+            )
+        axes.set_xticks(range(len(xs)), xs)
+        axes.set_yticks(range(len(ys)), ys)
+        axes.set_xlabel(x_key)
+        axes.set_ylabel(y_key)
+        others = f" (best over {', '.join(swept[2:])})" if len(swept) > 2 else ""
+        axes.set_title(f"val/acc by {y_key} and {x_key}{others}; failed cells in red")
+    else:
+        key = swept[0] if swept else "job"
+        ordered = sorted(rows, key=lambda row: _value(str(row[key])))
+        heights = [row["val/acc"] if row["status"] == "ok" else 0 for row in ordered]
+        bars = axes.bar(
+            [str(row[key]) for row in ordered],
+            heights,
+            color=["tab:blue" if row["status"] == "ok" else "tab:red" for row in ordered],
+        )
+        axes.bar_label(bars, [_label(row) for row in ordered])
+        axes.set_xlabel(key)
+        axes.set_ylabel("val/acc")
+        axes.set_ylim(0, 1.05)
+        axes.set_title(f"val/acc by {key}; failed jobs in red")
+    figure.tight_layout()
+    figure.savefig(sweep_dir / "heatmap.png", dpi=100)
+    plt.close(figure)
+
+
+def summarise(sweep_dir: Path) -> list[dict]:
+    """Write summary.csv, summary.md and heatmap.png into sweep_dir; return the rows."""
+    keys, rows = job_rows(sweep_dir)
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir} holds no job dirs (<n>/.hydra/overrides.yaml)")
+    write_table(sweep_dir, keys, rows)
+    write_picture(sweep_dir, swept_keys(keys, rows), rows)
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        raise SystemExit(
+            "Usage: python -m mnist_mlp.summary <sweep dir>, e.g. outputs/multirun/..."
+        )
+    sweep_dir = Path(sys.argv[1])
+    try:
+        rows = summarise(sweep_dir)
+    except FileNotFoundError as error:
+        raise SystemExit(f"{error}: give the folder a multirun wrote.") from None
+    failed = sum(row["status"] != "ok" for row in rows)
+    print(f"{len(rows)} jobs ({failed} not ok): {sweep_dir}/summary.md, heatmap.png, summary.csv")
+
+
+if __name__ == "__main__":
+    main()

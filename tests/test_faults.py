@@ -1,0 +1,191 @@
+"""Faults a user meets end in one sentence and a non-zero exit, and lose nothing already done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import DictConfig
+
+import mnist_mlp.train as wiring
+from mnist_mlp.config import check_config
+from mnist_mlp.errors import Diverged, Interrupted, UsageError
+from mnist_mlp.train import SCORES, train
+from tests.conftest import TINY, run_main
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("batch_size=0", "batch_size=0"),
+        ("batch_size=abc", "batch_size='abc'"),
+        ("lr=-0.1", "lr=-0.1"),
+        ("epochs=1.5", "epochs=1.5"),
+        ("loss=hinge", "loss='hinge'"),
+        ("model.activation=softplus", "model.activation='softplus'"),
+        ("model.hidden_sizes=[32,0]", "model.hidden_sizes"),
+        ("model.nesterov=true", "model.nesterov"),
+        ("model.lr_schedule=step", "model.lr_schedule='step'"),
+        ("data.dataset=CIFAR10", "data.dataset='CIFAR10'"),
+        ("seed=-1", "seed=-1"),
+    ],
+)
+def test_bad_settings_name_the_key_and_what_is_allowed(
+    make_cfg: Callable[..., DictConfig], override: str, key: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        check_config(make_cfg(override))
+    message = str(caught.value)
+    assert message.startswith(key) and "not allowed: " in message
+
+
+def test_a_bad_setting_stops_before_any_work(
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setattr(wiring, "seed_everything", None)  # anything past the check would crash
+    with pytest.raises(SystemExit) as stopped:
+        run_main(
+            f"data.root={data_root}", "lr=0", f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch
+        )
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "lr=0 is not allowed: use a number > 0" in err and "Traceback" not in err
+
+
+def test_an_unknown_key_keeps_hydras_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_main("batch_sise=32", f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch)
+    assert stopped.value.code == 1
+    assert "Could not override 'batch_sise'" in capsys.readouterr().err
+
+
+def test_divergence_stops_the_run_at_the_step_and_records_it(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    with pytest.raises(Diverged, match=r"at step \d+ \(epoch 0, mini-batch \d+\).*smaller lr"):
+        train(make_cfg("lr=1e6", "epochs=3"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["epochs_run"] == 0
+    assert metrics["val/acc"] is None
+
+
+class SendSignal(Callback):
+    """Sends this process a real signal in the middle of a training epoch."""
+
+    def __init__(self, signal_number: int, epoch: int) -> None:
+        self.signal_number, self.epoch = signal_number, epoch
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
+        if trainer.current_epoch == self.epoch and trainer.fit_loop.batch_idx == 3:
+            os.kill(os.getpid(), self.signal_number)
+
+
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """Lightning ignores SIGINT after Ctrl-C while it shuts down; give pytest its handlers back."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_resumes_to_the_same_metrics(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signal_handlers: None,
+    signal_number: int,
+) -> None:
+    # One mini-batch per Lightning step, so the signal lands in the middle of an epoch.
+    settings = ["epochs=3", "data.batches_per_step=1"]
+    unbroken = train(make_cfg(*settings), tmp_path / "unbroken")
+
+    build = wiring.build
+
+    def build_with_signal(cfg: DictConfig, run_dir: Path):
+        datamodule, model, trainer = build(cfg, run_dir)
+        if cfg.ckpt_path is None:
+            trainer.callbacks.append(SendSignal(signal_number, epoch=1))
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(wiring, "build", build_with_signal)
+    run_dir = tmp_path / "interrupted"
+    with pytest.raises(
+        Interrupted, match="epoch 1: .*last.ckpt holds the last finished epoch"
+    ) as caught:
+        train(make_cfg(*settings), run_dir)
+    assert caught.value.exit_code == 128 + signal_number
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = train(make_cfg(*settings, f"ckpt_path={last}"), run_dir)
+    assert {name: resumed[name] for name in SCORES} == {name: unbroken[name] for name in SCORES}
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
+
+
+def test_resuming_with_other_settings_is_refused(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    common = [f"data.root={data_root}", *TINY, "epochs=1"]
+    run_main(*common, f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as stopped:
+        run_main(
+            *common,
+            "lr=0.5",
+            f"ckpt_path={last}",
+            f"hydra.run.dir={tmp_path / 'again'}",
+            monkeypatch=monkeypatch,
+        )
+    assert stopped.value.code == 1
+    assert "trained with lr=0.1, but this run says lr=0.5" in capsys.readouterr().err
+
+
+def test_a_finished_sweep_dir_is_never_overwritten(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished = tmp_path / "sweep" / "0" / "metrics.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text('{"status": "ok"}')
+    with pytest.raises(SystemExit, match="already holds finished runs"):
+        run_main(
+            "-m",
+            f"data.root={data_root}",
+            *TINY,
+            "lr=0.1,0.2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            monkeypatch=monkeypatch,
+        )
+    assert finished.read_text() == '{"status": "ok"}'
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0"]
+
+
+def test_the_saved_hydra_config_reproduces_the_run(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tmp_path / "first"
+    run_main(
+        f"data.root={data_root}", *TINY, "seed=3", f"hydra.run.dir={first}", monkeypatch=monkeypatch
+    )
+    again = tmp_path / "again"
+    run_main(
+        "--config-path",
+        str(first / ".hydra"),
+        "--config-name",
+        "config",
+        f"hydra.run.dir={again}",
+        monkeypatch=monkeypatch,
+    )
+    scores = [json.loads((run / "metrics.json").read_text()) for run in (first, again)]
+    assert {k: scores[0][k] for k in SCORES} == {k: scores[1][k] for k in SCORES}

@@ -1,0 +1,100 @@
+"""A multirun ends with summary.csv, summary.md and heatmap.png; the command rebuilds them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mnist_mlp import summary
+from tests.conftest import TINY, run_main
+
+
+def read_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def sweep(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2x2 sweep in which the two lr=1e6 jobs diverge."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_main(
+            "-m",
+            *TINY,
+            "epochs=1",
+            f"data.root={data_root}",
+            "batch_size=16,32",
+            "lr=0.1,1e6",
+            f"hydra.sweep.dir={sweep}",
+            monkeypatch=monkeypatch,
+        )
+    return sweep
+
+
+def test_every_job_gets_a_run_dir_with_its_settings(sweep: Path) -> None:
+    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert {(m["batch_size"], m["lr"]) for m in runs} == {
+        (16, 0.1),
+        (16, 1e6),
+        (32, 0.1),
+        (32, 1e6),
+    }
+
+
+def test_the_sweep_ends_with_a_summary_best_first(sweep: Path) -> None:
+    rows = read_rows(sweep)
+    assert {(r["batch_size"], r["lr"], r["status"]) for r in rows} == {
+        ("16", "0.1", "ok"),
+        ("32", "0.1", "ok"),
+        ("16", "1000000.0", "diverged"),
+        ("32", "1000000.0", "diverged"),
+    }
+    assert all(float(r["val/acc"]) > 0.5 for r in rows if r["status"] == "ok")
+    table = (sweep / "summary.md").read_text().splitlines()
+    body = [line for line in table if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split(" | ")[-1] for line in body] == ["ok |", "ok |", "diverged |", "diverged |"]
+    with Image.open(sweep / "heatmap.png") as picture:
+        assert picture.size[0] > 300 and picture.size[1] > 200
+
+
+def test_the_command_rebuilds_the_summary_and_marks_a_lost_job_failed(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for name in ("summary.csv", "summary.md", "heatmap.png"):
+        (sweep / name).unlink()
+    (sweep / "0" / "metrics.json").rename(sweep / "0" / "metrics.json.moved")
+    try:
+        monkeypatch.setattr(sys, "argv", ["summary", str(sweep)])
+        summary.main()
+    finally:
+        (sweep / "0" / "metrics.json.moved").rename(sweep / "0" / "metrics.json")
+    rows = read_rows(sweep)
+    assert len(rows) == 4 and (sweep / "heatmap.png").is_file() and (sweep / "summary.md").is_file()
+    assert {r["job"]: r["status"] for r in rows}["0"] == "failed"
+    assert sum(r["status"] == "ok" for r in rows) == 1
+    assert "4 jobs (3 not ok)" in capsys.readouterr().out
+
+
+def test_one_swept_key_gives_bars(tmp_path: Path) -> None:
+    for job, (lr, status) in enumerate([("0.1", "ok"), ("0.5", "diverged")]):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(f"- lr={lr}\n- epochs=1\n")
+        metrics = {"status": status, "val/acc": 0.9 if status == "ok" else None}
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(metrics))
+    keys, rows = summary.job_rows(tmp_path)
+    assert summary.swept_keys(keys, rows) == ["lr"]
+    summary.summarise(tmp_path)
+    with Image.open(tmp_path / "heatmap.png") as picture:
+        picture.verify()
+
+
+def test_the_command_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["summary", str(tmp_path)])
+    with pytest.raises(SystemExit, match="holds no job dirs"):
+        summary.main()
