@@ -72,4 +72,13 @@ def check_config(cfg: DictConfig) -> None:
         _require("model.nesterov", True, model.momentum > 0, "it needs model.momentum > 0")
     _one_of("model.lr_schedule", model.lr_schedule, LR_SCHEDULES)
     _one_of("model.backprop", model.backprop, BACKPROP_MODES)
+    if model.backprop == "manual":
+        strategy = str(cfg.trainer.get("strategy", "auto"))
+        _require(
+            "model.backprop",
+            "manual",
+            "ddp" not in strategy,
+            f"with trainer.strategy={strategy} the gradients must come from autograd, whose "
+            "hooks average them across processes; use model.backprop=autograd",
+        )
     _positive_int("model.check_finite_every", model.check_finite_every)

@@ -6,6 +6,7 @@ that already lives on the training device, so no per-sample Python work happens 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import shutil
@@ -28,15 +29,22 @@ class EpochPermutation:
     order depends only on (seed, epoch): a resumed run sees the same batches as an unbroken one.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return self.size // self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def order(self) -> torch.Tensor:
+        """This process's share: with DDP each of world_size processes takes every world_size-th
+        image of the same order (the remainder is left out, so all take as many steps)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.size, generator=generator)
+        order = torch.randperm(self.size, generator=generator)
+        return order[self.rank : self.size - self.size % self.world_size : self.world_size]
 
 
 class TensorBatches:
@@ -59,7 +67,8 @@ class TensorBatches:
         )
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        examples = len(self.sampler) if self.sampler else len(self.labels)
+        return math.ceil(examples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = self.images, self.labels
@@ -172,6 +181,35 @@ def load_split(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, tor
     return parsed.data, parsed.targets
 
 
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+# Kept for the next run in the same process: the jobs of a multirun skip parsing and normalising.
+@functools.lru_cache(maxsize=1)
+def normalised_splits(
+    root: Path, dataset: str, val_size: int, seed: int, device: str, stamp: tuple
+) -> tuple[Splits, tuple[float, float]]:
+    """The seeded train/val split and the test split, normalised, on the device; (mean, std)."""
+    train_images, train_labels = load_split(root, dataset, train=True)
+    test_images, test_labels = load_split(root, dataset, train=False)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train_labels), generator=generator)
+    val_index, train_index = order[:val_size], order[val_size:]
+    # Normalise with the statistics of the training split only.
+    scaled = train_images[train_index].float().div_(255)
+    mean, std = scaled.mean().item(), scaled.std().item()
+
+    def normalised(images: torch.Tensor) -> torch.Tensor:
+        return images.to(device).float().div_(255).sub_(mean).div_(std)
+
+    splits = {
+        "train": (normalised(train_images[train_index]), train_labels[train_index].to(device)),
+        "val": (normalised(train_images[val_index]), train_labels[val_index].to(device)),
+        "test": (normalised(test_images), test_labels.to(device)),
+    }
+    return splits, (mean, std)
+
+
 class MNISTDataModule(LightningDataModule):
     """The official 60k training images split seeded into train/val, and the official 10k test."""
 
@@ -191,7 +229,8 @@ class MNISTDataModule(LightningDataModule):
         self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
         self.batches_per_step = batches_per_step
         self.seed = seed
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.splits: Splits = {}
+        self.mean = self.std = math.nan  # of the training split's pixels in [0, 1], after setup
 
     def prepare_data(self) -> None:
         ensure_raw_files(self.root, self.dataset, self.download)
@@ -205,24 +244,20 @@ class MNISTDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        train_images, train_labels = load_split(self.root, self.dataset, train=True)
-        test_images, test_labels = load_split(self.root, self.dataset, train=False)
-        generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(train_labels), generator=generator)
-        val_index, train_index = order[: self.val_size], order[self.val_size :]
-        # Normalise with the statistics of the training split only.
-        scaled = train_images[train_index].float().div_(255)
-        mean, std = scaled.mean().item(), scaled.std().item()
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        raw = self.root / self.dataset / "raw"
+        # The files' sizes and times, so a cached copy is never used for files that changed.
+        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(raw.iterdir()))
+        self.splits, (self.mean, self.std) = normalised_splits(
+            self.root.resolve(), self.dataset, self.val_size, self.seed, str(device), stamp
+        )
 
-        def normalised(images: torch.Tensor) -> torch.Tensor:
-            return images.to(device).float().div_(255).sub_(mean).div_(std)
+    def state_dict(self) -> dict[str, float]:
+        """Saved in every checkpoint: predict normalises new images the same way."""
+        return {"mean": self.mean, "std": self.std}
 
-        self.splits = {
-            "train": (normalised(train_images[train_index]), train_labels[train_index].to(device)),
-            "val": (normalised(train_images[val_index]), train_labels[val_index].to(device)),
-            "test": (normalised(test_images), test_labels.to(device)),
-        }
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.std = state["mean"], state["std"]
 
     def train_dataloader(self) -> TensorBatches:
         """Slices of batches_per_step mini-batches: the model takes one SGD step per mini-batch.
@@ -231,11 +266,14 @@ class MNISTDataModule(LightningDataModule):
         SGD step on a CPU; handing it several mini-batches at once divides that cost.
         """
         images, labels = self.splits["train"]
+        rank, world_size = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        )
         return TensorBatches(
             images,
             labels,
             self.batch_size * self.batches_per_step,
-            EpochPermutation(len(labels), self.seed),
+            EpochPermutation(len(labels), self.seed, rank, world_size),
         )
 
     def val_dataloader(self) -> TensorBatches:

@@ -87,9 +87,12 @@ class MLP(LightningModule):
             logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
             return self.loss_fn(logits, labels)
         loss = self.loss_fn(self(images), labels)
-        # Plain autograd: with 32-bit precision on one device, Lightning's manual_backward does
-        # the same plus callback hooks, which cost about a bare SGD step's time again.
-        loss.backward()
+        if self.trainer.world_size > 1:
+            self.manual_backward(loss)  # DDP: Lightning readies the gradient averaging first
+        else:
+            # Plain autograd: on one device manual_backward does the same plus callback hooks,
+            # which cost about a bare SGD step's time again.
+            loss.backward()
         return loss
 
     def training_step(

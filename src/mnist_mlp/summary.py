@@ -58,17 +58,24 @@ def _best_first(rows: list[dict]) -> list[dict]:
 
 
 def write_table(sweep_dir: Path, keys: list[str], rows: list[dict]) -> None:
-    columns = ["job", *keys, *SCORE_COLUMNS]
+    """summary.csv with every overridden key; summary.md with the swept ones, best first."""
     with open(sweep_dir / "summary.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, columns, restval="")
+        writer = csv.DictWriter(file, ["job", *keys, *SCORE_COLUMNS], restval="")
         writer.writeheader()
         writer.writerows(rows)
+    swept = swept_keys(keys, rows)
+    fixed = [f"`{key}={rows[0][key]}`" for key in keys if key not in swept and key in rows[0]]
+    columns = ["job", *swept, *SCORE_COLUMNS]
 
     def cell(value: object) -> str:
-        return f"{value:.4f}" if isinstance(value, float) and value < 10 else str(value or "")
+        if value is None:
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     lines = [
         f"# Sweep {sweep_dir}: {len(rows)} jobs, best val/acc first",
+        "",
+        f"Every job: {', '.join(fixed) or 'no other overrides'}.",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + " --- |" * len(columns),
@@ -96,6 +103,10 @@ def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
                 grid[i][j] = row["val/acc"] if row["status"] == "ok" else math.nan
                 labels[i][j] = _label(row)
         image = axes.imshow(grid, cmap="viridis", aspect="auto")
+        best = next((row for row in _best_first(rows) if row["status"] == "ok"), None)
+        if best is not None:  # a frame around the best cell
+            i, j = ys.index(best[y_key]), xs.index(best[x_key])
+            axes.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="red"))
         figure.colorbar(image, label="val/acc")
         for i, j in ((i, j) for i in range(len(ys)) for j in range(len(xs))):
             failed = math.isnan(grid[i][j])
@@ -113,7 +124,7 @@ def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
         axes.set_xlabel(x_key)
         axes.set_ylabel(y_key)
         others = f" (best over {', '.join(swept[2:])})" if len(swept) > 2 else ""
-        axes.set_title(f"val/acc by {y_key} and {x_key}{others}; failed cells in red")
+        axes.set_title(f"val/acc by {y_key} and {x_key}{others}\nbest framed, failed in red")
     else:
         key = swept[0] if swept else "job"
         ordered = sorted(rows, key=lambda row: _value(str(row[key])))

@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning import LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -69,7 +71,9 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[LightningDataModule, Lightnin
     model: LightningModule = instantiate(cfg.model, _convert_="all")
     logger: TensorBoardLogger = instantiate(cfg.logger, save_dir=str(run_dir))
     trainer: Trainer = instantiate(cfg.trainer, logger=logger)
-    log_hparams(logger, hyperparameters(cfg))
+    trainer.callbacks.append(instantiate(cfg.pictures))
+    if trainer.is_global_zero:  # with DDP, the first process writes the run's files
+        log_hparams(logger, hyperparameters(cfg))
     return datamodule, model, trainer
 
 
@@ -78,9 +82,14 @@ def write_metrics(
 ) -> dict[str, float | int | str | bool | None]:
     """metrics.json: status (ok, diverged, interrupted, failed), scores, settings, wall seconds."""
     metrics = {"status": status} | {name: scores.get(name) for name in SCORES}
-    metrics |= hyperparameters(cfg) | {"epochs_run": epochs_run}
+    # The thread count changes float rounding: part of what reproduces a run exactly.
+    metrics |= hyperparameters(cfg) | {
+        "epochs_run": epochs_run,
+        "torch_threads": torch.get_num_threads(),
+    }
     metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if rank_zero_only.rank == 0:  # with DDP, the first process writes the run's files
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -112,18 +121,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
     scores = trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
     scores |= trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
     metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer.current_epoch)
-    log.info(
-        "\n".join(
-            [
-                f"{'':-<60}",
-                *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
-                f"best checkpoint  {trainer.checkpoint_callback.best_model_path}",
-                f"run dir          {run_dir}",
-                f"TensorBoard      tensorboard --logdir {run_dir.parent}",
-                f"{'':-<60}",
-            ]
+    if trainer.is_global_zero:
+        log.info(
+            "\n".join(
+                [
+                    f"{'':-<60}",
+                    *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
+                    f"best checkpoint  {trainer.checkpoint_callback.best_model_path}",
+                    f"run dir          {run_dir}",
+                    f"TensorBoard      tensorboard --logdir {run_dir.parent}",
+                    f"{'':-<60}",
+                ]
+            )
         )
-    )
     return metrics
 
 

@@ -1,0 +1,114 @@
+"""predict reads image files of any size and polarity; evaluate reproduces a run's test scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_mlp import evaluate, predict
+from tests.conftest import FILES, run_main, write_idx
+
+
+def shape(label: int) -> np.ndarray:
+    """Ten shapes, each filling the middle 20x20 of 28x28 and centred by mass, as MNIST's digits."""
+    image = np.zeros((28, 28))
+    box = slice(4, 24)
+    middle = slice(12, 16)
+    ends = (slice(4, 8), slice(20, 24))
+    diagonal = np.eye(20, dtype=bool) | np.eye(20, k=1, dtype=bool)
+    y, x = np.mgrid[-9.5:10.5, -9.5:10.5]
+    if label == 0:
+        image[box, box] = 1
+        image[6:22, 6:22] = 0
+    elif label in (1, 3):
+        image[box, middle] = 1
+    if label in (2, 3):
+        image[middle, box] = 1
+    elif label == 4:
+        image[box, box] = diagonal | diagonal[::-1]
+    elif label == 5:
+        image[box, box] = 1
+    elif label == 6:
+        image[box, ends[0]] = image[box, ends[1]] = 1
+    elif label == 7:
+        image[ends[0], box] = image[ends[1], box] = 1
+    elif label == 8:
+        image[box, box] = np.abs(np.abs(x) + np.abs(y) - 9) < 1.5
+    elif label == 9:
+        image[box, box] = np.abs(np.hypot(x, y) - 8.5) < 1.5
+    return image
+
+
+def shapes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = np.stack([shape(label) * rng.integers(200, 256) for label in labels])
+    return images + rng.integers(0, 20, images.shape) * (images == 0), labels
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained on the shapes, through train.py."""
+    root = tmp_path_factory.mktemp("shapes")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for train, count in ((True, 600), (False, 100)):
+        images, labels = shapes(count, seed=int(train))
+        write_idx(raw / FILES[train][0], images)
+        write_idx(raw / FILES[train][1], labels)
+    run_dir = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_main(
+            f"data.root={root}",
+            "data.val_size=100",
+            "epochs=3",
+            "batch_size=16",
+            "model.hidden_sizes=[64]",
+            f"hydra.run.dir={run_dir}",
+            monkeypatch=monkeypatch,
+        )
+    return run_dir
+
+
+def test_predict_reads_pngs_of_any_size_and_polarity(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images, labels = shapes(20, seed=5)
+    for index, image in enumerate(images):
+        size = 40 + 7 * index  # 40 to 173 pixels a side
+        picture = Image.fromarray(image.astype(np.uint8)).resize((size, size), Image.BILINEAR)
+        if index % 2:  # dark digit on a light background, in colour
+            picture = Image.fromarray(255 - np.asarray(picture)).convert("RGB")
+        picture.save(tmp_path / f"{index:02d}.png")
+    (tmp_path / "notes.txt").write_text("not a picture")
+
+    assert predict.main([f"ckpt={run_dir}", f"images={tmp_path}"]) == 1  # one file was no image
+    out, err = capsys.readouterr()
+    said = [int(line.split(": ")[1].split()[0]) for line in out.splitlines()]
+    model, mean, std = predict.load(predict.best_checkpoint(run_dir))
+    with torch.no_grad():
+        direct = model((torch.tensor(images, dtype=torch.float32) / 255 - mean) / std).argmax(1)
+    assert (direct == torch.from_numpy(labels)).float().mean() > 0.9  # it did learn the shapes
+    assert said == direct.tolist()
+    assert "notes.txt: not an image" in err
+
+
+def test_predict_says_what_it_needs() -> None:
+    with pytest.raises(predict.UsageError, match="usage: python -m mnist_mlp.predict"):
+        predict.main(["ckpt=x"])
+
+
+def test_evaluate_reproduces_the_recorded_test_accuracy(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    evaluate.main([f"ckpt={run_dir}"])
+    out = capsys.readouterr().out
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+    assert f"test/acc    {recorded:.4f}" in out
+    assert out.count("  class ") == 10
+    assert list((run_dir / "checkpoints").glob("*.confusion.png"))
