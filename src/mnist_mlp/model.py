@@ -63,7 +63,7 @@ class MLP(LightningModule):
         self.automatic_optimization = False
         # Scores accumulate on the device and are read once per epoch: no host sync per step.
         # Each step's summed loss goes into one slot of a plain tensor (one small op; a
-        # torchmetrics MeanMetric.update costs hundreds of times more, benchmarks/step_cost.py);
+        # torchmetrics MeanMetric.update costs ~6x more, benchmarks/step_cost.py);
         # the slots give the epoch's train loss and, read every check_finite_every steps,
         # the exact step at which a loss stopped being finite.
         self.batch_losses: torch.Tensor | None = None
