@@ -165,7 +165,10 @@ def check_raw_files(root: Path, dataset: str) -> int:
         image_shape = _idx_shape(images, IMAGES_MAGIC)
         label_shape = _idx_shape(labels, LABELS_MAGIC)
         if image_shape[1:] != IMAGE_SHAPE:
-            raise UsageError(f"{images} holds images of {image_shape[1:]}, not 28x28 pixels.")
+            raise UsageError(
+                f"{images} holds images of {image_shape[1:]}, not 28x28 pixels; "
+                "replace it with the dataset's own file."
+            )
         if image_shape[0] != label_shape[0]:
             raise UsageError(
                 f"{images} holds {image_shape[0]} images but {labels} holds {label_shape[0]} "

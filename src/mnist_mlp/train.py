@@ -166,8 +166,8 @@ def run(cfg: DictConfig) -> float:
     """Hydra's task function: one run, its val/acc returned for sweepers (nan if it failed).
 
     A run stops with one sentence and exit 1 on bad settings or data or a diverged loss, or
-    exit 130 after Ctrl-C. In a multirun a job that fails or diverges is recorded in its
-    metrics.json and the sweep goes on; the sweep summary shows it.
+    exit 130 (Ctrl-C) or 143 (SIGTERM). In a multirun a job that fails or diverges is recorded
+    in its metrics.json and the sweep goes on; the sweep summary shows it.
     """
     hydra_config = HydraConfig.get()
     sweeping = hydra_config.mode == RunMode.MULTIRUN
