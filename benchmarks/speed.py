@@ -14,6 +14,8 @@ Prints a table and writes it as JSON.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import platform
 import resource
@@ -31,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, random_split
 from torchvision import transforms
 
-from mnist_mlp.data import DATASETS, EpochPermutation, TensorBatches
+from mnist_mlp.data import DATASETS, EpochPermutation
 from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,37 +68,85 @@ def project_config(args: argparse.Namespace, batch_size: int | None = None, *ext
         return compose("train", overrides=overrides)
 
 
-def time_project(
-    args: argparse.Namespace, batch_size: int, workdir: Path, *extra: str
-) -> list[float]:
-    """The project's own fit path, with the default config's progress bar, logging, checkpoints."""
-    datamodule, model, trainer = build(project_config(args, batch_size, *extra), workdir)
+class Lockstep(Callback):
+    """A bare PyTorch loop, stepped through the same batches between the project's steps.
+
+    The shared VMs this was written on stall a process for 0.1-0.7 s several times a second
+    (benchmarks/stalls.py shows it). Timed a whole epoch apart, the two loops would be compared
+    through whichever caught more stalls. Here they take turns every Lightning step (after each
+    project step, the bare loop takes as many SGD steps on its own copy of the model), and each
+    epoch is timed in stretches: the project's from the end of one bare turn to the start of the
+    next (Lightning's loop, hooks, progress bar, logging and the training step), the bare loop's
+    over its turn. Stretch k of every epoch does the same work, so its median across epochs
+    leaves the stalls out (`typical_epoch`).
+    """
+
+    def __init__(self, model: LightningModule, seed: int) -> None:
+        self.model, self.seed = model, seed
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
+        self.project: list[list[float]] = []  # per epoch, its stretches in seconds
+        self.bare: list[list[float]] = []
+        self.clock: float | None = None  # None outside a training epoch (the sanity check)
+
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.images, self.labels = trainer.datamodule.splits["train"]
+        self.per_turn = trainer.datamodule.batches_per_step
+        self.epoch, self.batches = trainer.current_epoch, None
+        self.project.append([])
+        self.bare.append([])
+        self.clock = time.perf_counter()
+
+    def bare_turn(self, steps: int | None) -> None:
+        """`steps` SGD steps of the bare loop (None: the rest of its epoch)."""
+        self.project[-1].append(time.perf_counter() - self.clock)
+        start = time.perf_counter()
+        if self.batches is None:  # a plain loop draws the same order the project does
+            sampler = EpochPermutation(len(self.labels), self.seed)
+            sampler.set_epoch(self.epoch)
+            self.batches = iter(sampler.order().split(self.model.hparams.batch_size))
+        with torch.enable_grad():  # hooks may run under Lightning's no-grad contexts
+            for index in itertools.islice(self.batches, steps):
+                loss = self.model.loss_fn(self.model(self.images[index]), self.labels[index])
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+        self.bare[-1].append(time.perf_counter() - start)
+        self.clock = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
+        self.bare_turn(self.per_turn)
+
+    def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
+        if self.clock is not None:
+            self.bare_turn(None)
+            self.clock = None
+
+
+def time_project(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
+    """Wall seconds of each training epoch of the project's own fit, stalls and all."""
+    datamodule, model, trainer = build(project_config(args, batch_size), workdir)
     timer = EpochTimer()
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
     return timer.seconds
 
 
-def time_bare(args: argparse.Namespace, batch_size: int) -> list[float]:
-    """The same model and batches in a plain loop: forward, loss, backward, SGD step."""
-    datamodule, model, _ = build(project_config(args, batch_size), Path(tempfile.mkdtemp()))
-    datamodule.setup()
-    images, labels = datamodule.splits["train"]
-    batches = TensorBatches(
-        images, labels, batch_size, EpochPermutation(len(labels), datamodule.seed)
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
-    seconds = []
-    for epoch in range(args.epochs):
-        batches.sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        for images, labels in batches:
-            loss = model.loss_fn(model(images), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+def typical_epoch(epochs: list[list[float]]) -> float:
+    """An epoch's seconds without the VM's stalls: the sum over its stretches of each stretch's
+    median across epochs."""
+    return sum(statistics.median(stretch) for stretch in zip(*epochs, strict=True))
+
+
+def time_lockstep(
+    args: argparse.Namespace, batch_size: int, workdir: Path, *extra: str
+) -> tuple[list[list[float]], list[list[float]]]:
+    """The project's own fit (the default config's progress bar, logging, checkpoints, pictures)
+    with a bare loop in lockstep: the stretches of each timed epoch, project's and bare's."""
+    datamodule, model, trainer = build(project_config(args, batch_size, *extra), workdir)
+    lockstep = Lockstep(copy.deepcopy(model), datamodule.seed)  # same initial weights
+    trainer.callbacks.append(lockstep)
+    trainer.fit(model, datamodule=datamodule)
+    return lockstep.project[1:], lockstep.bare[1:]  # each fit's first epoch is warm-up
 
 
 class TextbookMLP(LightningModule):
@@ -130,7 +180,7 @@ def time_textbook(args: argparse.Namespace, batch_size: int, workdir: Path) -> l
     train_set, val_set = random_split(full, [len(full) - 5000, 5000], generator=generator)
     timer = EpochTimer()
     trainer = Trainer(
-        max_epochs=args.epochs,
+        max_epochs=args.textbook_epochs,
         logger=TensorBoardLogger(str(workdir)),
         callbacks=[timer],
         enable_checkpointing=False,
@@ -152,8 +202,9 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
     parser.add_argument("--dataset", choices=list(DATASETS), default="FashionMNIST")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is warm-up")
-    parser.add_argument("--repeats", type=int, default=3, help="fits per contender")
+    parser.add_argument("--epochs", type=int, default=6, help="per fit; the first is warm-up")
+    parser.add_argument("--repeats", type=int, default=2, help="fits per contender")
+    parser.add_argument("--textbook-epochs", type=int, default=2, help="per textbook fit")
     parser.add_argument("--jobs", type=int, default=5, help="jobs in the multirun overhead check")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
     parser.add_argument("--backprop", action="store_true", help="also time model.backprop=manual")
@@ -164,46 +215,61 @@ def main() -> None:
         default=[32],
         help="batch sizes at which the (slow) textbook contender runs",
     )
+    parser.add_argument(
+        "--epochs-only", action="store_true", help="print the epoch times; no memory, multirun"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every contender")
     args = parser.parse_args()
     args.data_root = args.data_root.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="mnist-mlp-bench-"))
 
-    contenders = {"bare": time_bare, "project": time_project, "textbook": time_textbook}
-    if args.backprop:
-        contenders["manual"] = lambda a, b, w: time_project(a, b, w, "model.backprop=manual")
     rows = []
     for batch_size in args.batch_sizes:
-        epochs: dict[str, list[float]] = {name: [] for name in contenders}
-        for repeat in range(args.repeats):  # interleaved, so drifts hit all three alike
-            for name, timed in contenders.items():
-                if name == "textbook" and batch_size not in args.textbook_at:
-                    continue
-                run_dir = workdir / f"{name}-{batch_size}-{repeat}"
-                seconds = (
-                    timed(args, batch_size) if name == "bare" else timed(args, batch_size, run_dir)
+        stretches: dict[str, list[list[float]]] = {"project": [], "bare": [], "manual": []}
+        textbook: list[float] = []
+        for repeat in range(args.repeats):  # interleaved, so drifts hit all contenders alike
+            project, bare = time_lockstep(
+                args, batch_size, workdir / f"project-{batch_size}-{repeat}"
+            )
+            stretches["project"] += project
+            stretches["bare"] += bare
+            if args.backprop:
+                manual, bare = time_lockstep(
+                    args,
+                    batch_size,
+                    workdir / f"manual-{batch_size}-{repeat}",
+                    "model.backprop=manual",
                 )
-                epochs[name] += seconds[1:]  # the first epoch of each fit is warm-up
-        median = {name: statistics.median(times) for name, times in epochs.items() if times}
-        rows.append(
-            {
-                "batch_size": batch_size,
-                **{f"{name}_s": round(value, 3) for name, value in median.items()},
-                "project/bare": round(median["project"] / median["bare"], 2),
-                **(
-                    {"textbook/project": round(median["textbook"] / median["project"], 2)}
-                    if "textbook" in median
-                    else {}
-                ),
-                **(
-                    {"manual/autograd": round(median["manual"] / median["project"], 2)}
-                    if args.backprop
-                    else {}
-                ),
-                "epochs_timed": len(epochs["bare"]),
-            }
-        )
+                stretches["manual"] += manual
+                stretches["bare"] += bare
+            if batch_size in args.textbook_at:
+                textbook += time_textbook(
+                    args, batch_size, workdir / f"textbook-{batch_size}-{repeat}"
+                )[1:]
+        typical = {name: typical_epoch(epochs) for name, epochs in stretches.items() if epochs}
+        wall = {
+            name: statistics.median(map(sum, epochs))
+            for name, epochs in stretches.items()
+            if epochs
+        }
+        row = {
+            "batch_size": batch_size,
+            **{f"{name}_s": round(seconds, 3) for name, seconds in typical.items()},
+            "project/bare": round(typical["project"] / typical["bare"], 2),
+            **{f"{name}_wall_s": round(seconds, 3) for name, seconds in wall.items()},
+            "project/bare_wall": round(wall["project"] / wall["bare"], 2),
+            "epochs_timed": len(stretches["project"]),
+        }
+        if textbook:
+            row["textbook_wall_s"] = round(statistics.median(textbook), 3)
+            row["textbook/project_wall"] = round(row["textbook_wall_s"] / wall["project"], 2)
+        if args.backprop:
+            row["manual/autograd"] = round(typical["manual"] / typical["project"], 2)
+        rows.append(row)
 
+    if args.epochs_only:
+        print(json.dumps(rows, indent=2))
+        return
     data = [f"data.root={args.data_root}", f"data.dataset={args.dataset}"]
     # Peak memory first: getrusage reports the largest child so far.
     run_train_py(*data, "epochs=1", f"hydra.run.dir={workdir}/peak")
@@ -237,16 +303,20 @@ def main() -> None:
         "peak_rss_mb_default_run": round(peak_kb / 1024),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{args.dataset} {' '.join(args.overrides)}, median seconds per training epoch")
-    print(f"({result['machine']})")
-    print("| batch | bare loop | mnist-mlp | textbook | mnist-mlp / bare | textbook / mnist-mlp |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\n{args.dataset} {' '.join(args.overrides)}, seconds per training epoch")
+    print(f"({result['machine']}; typical = without the VM's stalls, wall = median epoch)")
+    print(
+        "| batch | bare loop | mnist-mlp | mnist-mlp / bare | bare wall | mnist-mlp wall "
+        "| mnist-mlp / bare wall | textbook wall | textbook / mnist-mlp wall |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        textbook = f"{r['textbook_s']:.2f}" if "textbook_s" in r else "-"
-        ratio = f"{r['textbook/project']:.1f}x" if "textbook/project" in r else "-"
+        textbook = f"{r['textbook_wall_s']:.2f}" if "textbook_wall_s" in r else "-"
+        ratio = f"{r['textbook/project_wall']:.1f}x" if "textbook/project_wall" in r else "-"
         print(
-            f"| {r['batch_size']} | {r['bare_s']:.2f} | {r['project_s']:.2f} | {textbook} "
-            f"| {r['project/bare']:.2f}x | {ratio} |"
+            f"| {r['batch_size']} | {r['bare_s']:.2f} | {r['project_s']:.2f} "
+            f"| {r['project/bare']:.2f}x | {r['bare_wall_s']:.2f} | {r['project_wall_s']:.2f} "
+            f"| {r['project/bare_wall']:.2f}x | {textbook} | {ratio} |"
         )
     for r in rows if args.backprop else []:
         print(
