@@ -17,6 +17,7 @@ import argparse
 import copy
 import itertools
 import json
+import os
 import platform
 import resource
 import statistics
@@ -78,7 +79,8 @@ class Lockstep(Callback):
     epoch is timed in stretches: the project's from the end of one bare turn to the start of the
     next (Lightning's loop, hooks, progress bar, logging and the training step), the bare loop's
     over its turn. Stretch k of every epoch does the same work, so its median across epochs
-    leaves the stalls out (`typical_epoch`).
+    leaves the stalls out (`typical_epoch`). On a GPU each stretch ends once the device has
+    finished its queued work, so each side is charged for its own kernels.
     """
 
     def __init__(self, model: LightningModule, seed: int) -> None:
@@ -88,30 +90,40 @@ class Lockstep(Callback):
         self.bare: list[list[float]] = []
         self.clock: float | None = None  # None outside a training epoch (the sanity check)
 
+    def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.model.to(module.device)  # in place: the optimizer keeps its parameters
+
+    def now(self) -> float:
+        """The clock, once the device has finished the work queued so far (on a GPU)."""
+        if self.images.is_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
         self.images, self.labels = trainer.datamodule.splits["train"]
         self.per_turn = trainer.datamodule.batches_per_step
         self.epoch, self.batches = trainer.current_epoch, None
         self.project.append([])
         self.bare.append([])
-        self.clock = time.perf_counter()
+        self.clock = self.now()
 
     def bare_turn(self, steps: int | None) -> None:
         """`steps` SGD steps of the bare loop (None: the rest of its epoch)."""
-        self.project[-1].append(time.perf_counter() - self.clock)
-        start = time.perf_counter()
+        start = self.now()
+        self.project[-1].append(start - self.clock)
         if self.batches is None:  # a plain loop draws the same order the project does
             sampler = EpochPermutation(len(self.labels), self.seed)
             sampler.set_epoch(self.epoch)
-            self.batches = iter(sampler.order().split(self.model.hparams.batch_size))
+            order = sampler.order().to(self.images.device)
+            self.batches = iter(order.split(self.model.hparams.batch_size))
         with torch.enable_grad():  # hooks may run under Lightning's no-grad contexts
             for index in itertools.islice(self.batches, steps):
                 loss = self.model.loss_fn(self.model(self.images[index]), self.labels[index])
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
-        self.bare[-1].append(time.perf_counter() - start)
-        self.clock = time.perf_counter()
+        self.clock = self.now()
+        self.bare[-1].append(self.clock - start)
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
         self.bare_turn(self.per_turn)
@@ -294,8 +306,9 @@ def main() -> None:
     per_job_overhead = statistics.median(job_seconds[1:]) - epoch_s
 
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
         "dataset": args.dataset,
         "overrides": args.overrides,
         "epoch_seconds": rows,
