@@ -105,3 +105,8 @@ def test_mini_batches_per_lightning_step_do_not_change_the_result(
     one = train(make_cfg("data.batches_per_step=1"), tmp_path / "one")
     five = train(make_cfg("data.batches_per_step=5"), tmp_path / "five")
     assert {name: one[name] for name in SCORES} == {name: five[name] for name in SCORES}
+    # Lightning's step count, the x of the scalars, is the number of SGD steps taken: two epochs
+    # of 500 training images in batches of 32.
+    for run in ("one", "five"):
+        steps = [event.step for event in events(tmp_path / run).Scalars("train/loss")]
+        assert steps == [16, 32]
