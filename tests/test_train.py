@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -97,6 +98,16 @@ def test_hparams_tab_gets_the_settings_and_the_scores(
     assert {m.name.tag for m in experiment.metric_infos} == set(SCORES)
     # The score values come from real scalars, not from a placeholder written at step 0.
     assert all(event.step > 0 for event in events(tmp_path).Scalars("val/acc"))
+
+
+def test_last_checkpoint_holds_the_last_epoch(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    # On the tiny data val/acc is at its best from the first epoch on, so no later epoch saves a
+    # best checkpoint; last.ckpt must follow every epoch all the same (it is what a resume uses).
+    train(make_cfg("epochs=3"), tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 16)
 
 
 def test_mini_batches_per_lightning_step_do_not_change_the_result(

@@ -38,7 +38,11 @@ def best_checkpoint(path: Path) -> Path:
     if not last.is_file():
         raise UsageError(f"ckpt={path} is neither a checkpoint file nor a run dir with {last}.")
     state = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
-    best = next(v["best_model_path"] for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    best = next(
+        v["best_model_path"]
+        for k, v in state.items()
+        if k.startswith("ModelCheckpoint") and v["monitor"] is not None  # not last.ckpt's own
+    )
     return last.parent / Path(best).name  # by name: the run dir may have moved
 
 

@@ -107,19 +107,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
         write_metrics(run_dir, cfg, "interrupted", {}, start, trainer.current_epoch)
-        last = trainer.checkpoint_callback.last_model_path
+        last = run_dir / "checkpoints" / "last.ckpt"
         kept = (
             f"{last} holds the last finished epoch; resume with the same settings plus "
             f"ckpt_path={last}"
-            if last
+            if last.is_file()
             else "no epoch had finished, so there is nothing to resume"
         )
         raise Interrupted(
             f"Training stopped in epoch {trainer.current_epoch}: {kept}.", 128 + signal_number
         ) from None
-    # Report the checkpoint a user would keep: the best on validation.
-    scores = trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
-    scores |= trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+    # Report the checkpoint a user would keep: the best on validation (named, since last.ckpt
+    # has a ModelCheckpoint of its own).
+    best = trainer.checkpoint_callback.best_model_path
+    scores = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    scores |= trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer.current_epoch)
     if trainer.is_global_zero:
         log.info(
@@ -127,7 +129,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
                 [
                     f"{'':-<60}",
                     *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
-                    f"best checkpoint  {trainer.checkpoint_callback.best_model_path}",
+                    f"best checkpoint  {best}",
                     f"run dir          {run_dir}",
                     f"TensorBoard      tensorboard --logdir {run_dir.parent}",
                     f"{'':-<60}",
