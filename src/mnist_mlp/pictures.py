@@ -78,8 +78,8 @@ def log_histogram(writer: SummaryWriter, tag: str, values: torch.Tensor, step: i
     """A histogram of `values` counted by torch, for TensorBoard.
 
     SummaryWriter.add_histogram counts with numpy, whose OpenBLAS threads then spin beside torch's
-    own: on 2 cores that slowed the next 50 ms of training by half (30-50 ms per epoch, more than
-    the epoch's logging and progress bar together; benchmarks/speed.py showed it).
+    own: on 2 cores that added 20-50 ms to the first step of the next epoch (speed.py's stretch
+    times), more than the rest of the epoch's logging and progress bar together.
     """
     values = values.detach().flatten().double()
     low, high = values.min().item(), values.max().item()
