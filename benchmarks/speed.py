@@ -5,8 +5,9 @@
 Overrides (Hydra syntax, e.g. model.hidden_sizes=[30] for the seed's 784-30-10 network) apply to
 every contender, so they always train the same model on the same batches.
 
-All three train the project's default MLP on the same real data (<data-root>/<dataset>/raw/),
-interleaved in one process, so the ratios are measured side by side. Also measured: the per-job
+All three train the project's default MLP on the same real data (<data-root>/<dataset>/raw/) in
+one process; the bare loop runs in lockstep inside the project's fit (see Lockstep), so that ratio
+is measured side by side, step group by step group. Also measured: the per-job
 overhead of a multirun and the peak resident memory of a default run (each in a fresh process).
 Prints a table and writes it as JSON.
 """
