@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.train import SCORES, train
 from tests.conftest import ROOT, TINY, run_main
 
@@ -108,6 +109,8 @@ def test_last_checkpoint_holds_the_last_epoch(
     train(make_cfg("epochs=3"), tmp_path)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 3 * 16)
+    # ...while a run dir given to predict/evaluate still means its best checkpoint.
+    assert best_checkpoint(tmp_path).name.startswith("epoch00-")
 
 
 def test_mini_batches_per_lightning_step_do_not_change_the_result(

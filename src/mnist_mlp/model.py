@@ -83,7 +83,7 @@ class MLP(LightningModule):
 
     def on_fit_start(self) -> None:
         # On one device in 32-bit, Lightning's manual_backward and optimizer.step would add only
-        # hook calls, ~60 us per SGD step here (a tenth of a bare step at batch 256), so the step
+        # hook calls, ~60 us per SGD step here (8% of a bare step at batch 256), so the step
         # is plain autograd and torch's own SGD, and Lightning's count of optimizer steps is kept
         # by hand. Otherwise Lightning's wrappers run: they ready DDP's gradient averaging and
         # mixed precision's loss scaling.
