@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, random_split
 from torchvision import transforms
 
-from mnist_mlp.data import DATASETS, EpochPermutation
+from mnist_mlp.data import DATASETS, epoch_order
 from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +87,14 @@ class Lockstep(Callback):
     def __init__(self, model: LightningModule, seed: int) -> None:
         self.model, self.seed = model, seed
         self.optimizer = torch.optim.SGD(model.parameters(), lr=model.hparams.lr)
-        self.project: list[list[float]] = []  # per epoch, its stretches in seconds
+        self.project: list[list[float]] = []  # per epoch, its training stretches in seconds
         self.bare: list[list[float]] = []
+        # Per epoch, what follows its training: the bare loop's validation; the project's
+        # validation loop, checkpoints, histograms and epoch-end hooks.
+        self.bare_tail: list[float] = []
+        self.project_tail: list[float] = []
         self.clock: float | None = None  # None outside a training epoch (the sanity check)
+        self.tail_start: float | None = None
 
     def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
         self.model.to(module.device)  # in place: the optimizer keeps its parameters
@@ -100,9 +105,16 @@ class Lockstep(Callback):
             torch.cuda.synchronize()
         return time.perf_counter()
 
+    def close_tail(self) -> None:
+        if self.tail_start is not None:
+            self.project_tail.append(self.now() - self.tail_start)
+            self.tail_start = None
+
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.close_tail()
         self.images, self.labels = trainer.datamodule.splits["train"]
-        self.per_turn = trainer.datamodule.batches_per_step
+        self.val_images, self.val_labels = trainer.datamodule.splits["val"]
+        self.per_turn = trainer.datamodule.hparams.batches_per_step
         self.epoch, self.batches = trainer.current_epoch, None
         self.project.append([])
         self.bare.append([])
@@ -113,9 +125,7 @@ class Lockstep(Callback):
         start = self.now()
         self.project[-1].append(start - self.clock)
         if self.batches is None:  # a plain loop draws the same order the project does
-            sampler = EpochPermutation(len(self.labels), self.seed)
-            sampler.set_epoch(self.epoch)
-            order = sampler.order().to(self.images.device)
+            order = epoch_order(len(self.labels), self.seed, self.epoch).to(self.images.device)
             self.batches = iter(order.split(self.model.hparams.batch_size))
         with torch.enable_grad():  # hooks may run under Lightning's no-grad contexts
             for index in itertools.islice(self.batches, steps):
@@ -129,10 +139,28 @@ class Lockstep(Callback):
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
         self.bare_turn(self.per_turn)
 
+    def bare_validation(self) -> None:
+        """Loss and accuracy on the validation images, read on the host, as a script would."""
+        start = self.now()
+        with torch.no_grad():
+            loss = correct = 0
+            batches = zip(self.val_images.split(1000), self.val_labels.split(1000), strict=True)
+            for images, labels in batches:
+                logits = self.model(images)
+                loss += self.model.loss_fn(logits, labels) * len(labels)
+                correct += (logits.argmax(1) == labels).sum()
+            _ = (loss.item() / len(self.val_labels), correct.item() / len(self.val_labels))
+        self.bare_tail.append(self.now() - start)
+
     def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
         if self.clock is not None:
             self.bare_turn(None)
+            self.bare_validation()
             self.clock = None
+            self.tail_start = self.now()
+
+    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
+        self.close_tail()
 
 
 def time_project(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
@@ -150,16 +178,20 @@ def typical_epoch(epochs: list[list[float]]) -> float:
     return sum(statistics.median(stretch) for stretch in zip(*epochs, strict=True))
 
 
-def time_lockstep(
-    args: argparse.Namespace, batch_size: int, workdir: Path, *extra: str
-) -> tuple[list[list[float]], list[list[float]]]:
+def time_lockstep(args: argparse.Namespace, batch_size: int, workdir: Path, *extra: str) -> dict:
     """The project's own fit (the default config's progress bar, logging, checkpoints, pictures)
-    with a bare loop in lockstep: the stretches of each timed epoch, project's and bare's."""
+    with a bare loop in lockstep: per timed epoch, the training stretches and the time after
+    training (validation and the rest), project's and bare's."""
     datamodule, model, trainer = build(project_config(args, batch_size, *extra), workdir)
     lockstep = Lockstep(copy.deepcopy(model), datamodule.seed)  # same initial weights
     trainer.callbacks.append(lockstep)
     trainer.fit(model, datamodule=datamodule)
-    return lockstep.project[1:], lockstep.bare[1:]  # each fit's first epoch is warm-up
+    return {  # each fit's first epoch is warm-up
+        "project": lockstep.project[1:],
+        "bare": lockstep.bare[1:],
+        "project_tail": lockstep.project_tail[1:],
+        "bare_tail": lockstep.bare_tail[1:],
+    }
 
 
 class TextbookMLP(LightningModule):
@@ -210,6 +242,30 @@ def run_train_py(*overrides: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], check=True, cwd=ROOT)
 
 
+def print_rows(args: argparse.Namespace, rows: list[dict], machine: str) -> None:
+    print(f"\n{args.dataset} {' '.join(args.overrides)}: seconds per epoch ({machine})")
+    print("train = the training stretches, without the VM's stalls; epoch = train plus the")
+    print("median time after training (validation, checkpoints, histograms); wall = plain median")
+    print(
+        "| batch | bare train | mnist-mlp train | ratio | bare epoch | mnist-mlp epoch | ratio "
+        "| ratio of wall epochs | textbook wall | textbook / mnist-mlp wall |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        textbook = f"{r['textbook_wall_s']:.2f}" if "textbook_wall_s" in r else "-"
+        ratio = f"{r['textbook/project_wall']:.1f}x" if "textbook/project_wall" in r else "-"
+        print(
+            f"| {r['batch_size']} | {r['bare_train_s']:.3f} | {r['project_train_s']:.3f} "
+            f"| {r['project/bare_train']:.2f}x | {r['bare_epoch_s']:.3f} "
+            f"| {r['project_epoch_s']:.3f} | {r['project/bare_epoch']:.2f}x "
+            f"| {r['project/bare_wall']:.2f}x | {textbook} | {ratio} |"
+        )
+    for r in rows if args.backprop else []:
+        print(
+            f"batch {r['batch_size']}: manual backprop {r['manual/autograd_train']:.2f}x autograd"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
@@ -238,50 +294,53 @@ def main() -> None:
 
     rows = []
     for batch_size in args.batch_sizes:
-        stretches: dict[str, list[list[float]]] = {"project": [], "bare": [], "manual": []}
+        timed: dict[str, dict[str, list]] = {"project": {}, "manual": {}}
         textbook: list[float] = []
         for repeat in range(args.repeats):  # interleaved, so drifts hit all contenders alike
-            project, bare = time_lockstep(
-                args, batch_size, workdir / f"project-{batch_size}-{repeat}"
-            )
-            stretches["project"] += project
-            stretches["bare"] += bare
-            if args.backprop:
-                manual, bare = time_lockstep(
-                    args,
-                    batch_size,
-                    workdir / f"manual-{batch_size}-{repeat}",
-                    "model.backprop=manual",
+            for name, extra in (("project", ()), ("manual", ("model.backprop=manual",))):
+                if name == "manual" and not args.backprop:
+                    continue
+                times = time_lockstep(
+                    args, batch_size, workdir / f"{name}-{batch_size}-{repeat}", *extra
                 )
-                stretches["manual"] += manual
-                stretches["bare"] += bare
+                for part, values in times.items():
+                    timed[name].setdefault(part, []).extend(values)
             if batch_size in args.textbook_at:
                 textbook += time_textbook(
                     args, batch_size, workdir / f"textbook-{batch_size}-{repeat}"
                 )[1:]
-        typical = {name: typical_epoch(epochs) for name, epochs in stretches.items() if epochs}
-        wall = {
-            name: statistics.median(map(sum, epochs))
-            for name, epochs in stretches.items()
-            if epochs
+        runs = timed["project"]
+        train = {"project": typical_epoch(runs["project"]), "bare": typical_epoch(runs["bare"])}
+        whole = {  # plus the median time after training, each side its own
+            side: train[side] + statistics.median(runs[f"{side}_tail"]) for side in train
+        }
+        wall = {  # plain median whole epochs, stalls and all
+            side: statistics.median(
+                sum(stretches) + tail
+                for stretches, tail in zip(runs[side], runs[f"{side}_tail"], strict=True)
+            )
+            for side in train
         }
         row = {
             "batch_size": batch_size,
-            **{f"{name}_s": round(seconds, 3) for name, seconds in typical.items()},
-            "project/bare": round(typical["project"] / typical["bare"], 2),
-            **{f"{name}_wall_s": round(seconds, 3) for name, seconds in wall.items()},
+            **{f"{side}_train_s": round(seconds, 3) for side, seconds in train.items()},
+            "project/bare_train": round(train["project"] / train["bare"], 2),
+            **{f"{side}_epoch_s": round(seconds, 3) for side, seconds in whole.items()},
+            "project/bare_epoch": round(whole["project"] / whole["bare"], 2),
+            **{f"{side}_wall_s": round(seconds, 3) for side, seconds in wall.items()},
             "project/bare_wall": round(wall["project"] / wall["bare"], 2),
-            "epochs_timed": len(stretches["project"]),
+            "epochs_timed": len(runs["project"]),
         }
         if textbook:
             row["textbook_wall_s"] = round(statistics.median(textbook), 3)
             row["textbook/project_wall"] = round(row["textbook_wall_s"] / wall["project"], 2)
         if args.backprop:
-            row["manual/autograd"] = round(typical["manual"] / typical["project"], 2)
+            manual = typical_epoch(timed["manual"]["project"])
+            row["manual/autograd_train"] = round(manual / train["project"], 2)
         rows.append(row)
 
     if args.epochs_only:
-        print(json.dumps(rows, indent=2))
+        print_rows(args, rows, "")
         return
     data = [f"data.root={args.data_root}", f"data.dataset={args.dataset}"]
     # Peak memory first: getrusage reports the largest child so far.
@@ -317,26 +376,7 @@ def main() -> None:
         "peak_rss_mb_default_run": round(peak_kb / 1024),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{args.dataset} {' '.join(args.overrides)}, seconds per training epoch")
-    print(f"({result['machine']}; typical = without the VM's stalls, wall = median epoch)")
-    print(
-        "| batch | bare loop | mnist-mlp | mnist-mlp / bare | bare wall | mnist-mlp wall "
-        "| mnist-mlp / bare wall | textbook wall | textbook / mnist-mlp wall |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        textbook = f"{r['textbook_wall_s']:.2f}" if "textbook_wall_s" in r else "-"
-        ratio = f"{r['textbook/project_wall']:.1f}x" if "textbook/project_wall" in r else "-"
-        print(
-            f"| {r['batch_size']} | {r['bare_s']:.2f} | {r['project_s']:.2f} "
-            f"| {r['project/bare']:.2f}x | {r['bare_wall_s']:.2f} | {r['project_wall_s']:.2f} "
-            f"| {r['project/bare_wall']:.2f}x | {textbook} | {ratio} |"
-        )
-    for r in rows if args.backprop else []:
-        print(
-            f"batch {r['batch_size']}: manual backprop {r['manual_s']:.2f} s/epoch, "
-            f"{r['manual/autograd']:.2f}x autograd"
-        )
+    print_rows(args, rows, result["machine"])
     print(f"multirun overhead per job after the first: {result['multirun_overhead_s_per_job']} s")
     print(f"peak resident memory of a default run: {result['peak_rss_mb_default_run']} MB")
     print(f"written to {args.out}")

@@ -14,6 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mnist_mlp.config import plain
+
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -63,15 +65,21 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY = ["data.val_size=100", "epochs=2", "batch_size=32", "model.hidden_sizes=[32]"]
 
 
+def compose_train(*overrides: str) -> DictConfig:
+    """conf/train.yaml composed as Hydra does it, with the tiny settings and `overrides`."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("train", overrides=[*TINY, *overrides])
+
+
+def settings(group: str, *overrides: str, **values: object) -> dict:
+    """A group's settings (data, model) as its class receives them: from the schema and conf/."""
+    return plain(compose_train(*overrides)[group]) | values
+
+
 @pytest.fixture
 def make_cfg(data_root: Path) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml as Hydra does, on the tiny data, with extra overrides."""
-
-    def make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            return compose("train", overrides=[f"data.root={data_root}", *TINY, *overrides])
-
-    return make
+    return lambda *overrides: compose_train(f"data.root={data_root}", *overrides)
 
 
 def run_main(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,24 +10,16 @@ import pytest
 import torch
 from torchvision import datasets
 
-from mnist_mlp.data import EpochPermutation, MNISTDataModule, TensorBatches, ensure_raw_files
+from mnist_mlp.data import MNISTDataModule, TensorBatches, ensure_raw_files, epoch_order
 from mnist_mlp.errors import UsageError
-from tests.conftest import write_dataset, write_idx
+from tests.conftest import settings, write_dataset, write_idx
 
 
 def datamodule(root: Path, **overrides) -> MNISTDataModule:
     """A data module set up as Lightning does it: prepare_data, then setup."""
-    settings = dict(
-        dataset="MNIST",
-        root=str(root),
-        download=False,
-        val_size=100,
-        batch_size=32,
-        batches_per_step=1,
-        eval_batch_size=64,
-        seed=0,
+    dm = MNISTDataModule(
+        **settings("data", f"data.root={root}", "data.download=false", "seed=0", **overrides)
     )
-    dm = MNISTDataModule(**(settings | overrides))
     dm.prepare_data()
     dm.setup()
     return dm
@@ -49,12 +41,15 @@ def test_splits_are_seeded_normalised_and_complete(data_root: Path) -> None:
 
 def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> None:
     images = torch.arange(100.0).view(100, 1)
-    sampler = EpochPermutation(100, seed=3)
-    batches = TensorBatches(images, torch.arange(100), batch_size=32, sampler=sampler)
+    epoch_number = 0
+    batches = TensorBatches(
+        images, torch.arange(100), 32, lambda: epoch_order(100, seed=3, epoch=epoch_number)
+    )
     assert len(batches) == 4
 
     def epoch(number: int) -> torch.Tensor:
-        sampler.set_epoch(number)
+        nonlocal epoch_number
+        epoch_number = number
         return torch.cat([labels for _, labels in batches])
 
     first = epoch(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,26 +18,24 @@ import mnist_mlp.train as wiring
 from mnist_mlp.config import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.train import SCORES, train
-from tests.conftest import TINY, run_main
+from tests.conftest import ROOT, TINY, run_main
 
 
 @pytest.mark.parametrize(
     ("override", "key"),
     [
         ("batch_size=0", "batch_size=0"),
-        ("batch_size=abc", "batch_size='abc'"),
         ("lr=-0.1", "lr=-0.1"),
-        ("epochs=1.5", "epochs=1.5"),
-        ("loss=hinge", "loss='hinge'"),
-        ("model.activation=softplus", "model.activation='softplus'"),
+        ("lr=inf", "lr=inf"),
         ("model.hidden_sizes=[32,0]", "model.hidden_sizes"),
+        ("model.momentum=-1", "model.momentum=-1"),
         ("model.nesterov=true", "model.nesterov"),
-        ("model.lr_schedule=step", "model.lr_schedule='step'"),
-        ("data.dataset=CIFAR10", "data.dataset='CIFAR10'"),
         ("seed=-1", "seed=-1"),
+        ("data.val_size=0", "data.val_size=0"),
+        ("+trainer.log_every_n_steps=10", "trainer.log_every_n_steps=10"),
     ],
 )
-def test_bad_settings_name_the_key_and_what_is_allowed(
+def test_bad_values_name_the_key_and_what_is_allowed(
     make_cfg: Callable[..., DictConfig], override: str, key: str
 ) -> None:
     with pytest.raises(UsageError) as caught:
@@ -44,20 +44,65 @@ def test_bad_settings_name_the_key_and_what_is_allowed(
     assert message.startswith(key) and "not allowed: " in message
 
 
-def test_a_bad_setting_stops_before_any_work(
-    data_root: Path,
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("batch_size=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+        ("epochs=1.5", "Value '1.5' of type 'float' could not be converted to Integer"),
+        ("loss=hinge", "Invalid value 'hinge', expected one of [cross_entropy, mse]"),
+        ("model.activation=softplus", "Invalid value 'softplus', expected one of [relu, sigmoid"),
+        ("model.lr_schedule=step", "Invalid value 'step', expected one of [constant, cosine]"),
+        ("data.dataset=CIFAR10", "Invalid value 'CIFAR10', expected one of [MNIST, FashionMNIST]"),
+    ],
+)
+def test_a_wrong_type_or_name_is_refused_by_the_schema(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
+    override: str,
+    said: str,
 ) -> None:
-    monkeypatch.setattr(wiring, "seed_everything", None)  # anything past the check would crash
     with pytest.raises(SystemExit) as stopped:
-        run_main(
-            f"data.root={data_root}", "lr=0", f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch
-        )
+        run_main(override, f"hydra.run.dir={tmp_path / 'run'}", monkeypatch=monkeypatch)
     assert stopped.value.code == 1
     err = capsys.readouterr().err
-    assert "lr=0 is not allowed: use a number > 0" in err and "Traceback" not in err
+    assert said in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run dir
+
+
+# Run train.py in a new process and report, on the last line, whether torch was imported.
+WITHOUT_TORCH = """
+import runpy, sys
+sys.argv = ["train.py", *sys.argv[1:]]
+try:
+    runpy.run_path("train.py", run_name="__main__")
+except SystemExit as stop:
+    print(stop.code)
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["lr=0"], "lr=0.0 is not allowed: use a number > 0"),
+        (["--help"], "== Configuration groups =="),
+        (["--cfg", "job"], "batch_size: 64"),
+    ],
+)
+def test_help_config_and_bad_settings_answer_before_torch_is_imported(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert said in result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "torch imported: False"
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unknown_key_keeps_hydras_error(

@@ -77,7 +77,7 @@ def test_optuna_searches_and_the_summary_covers_its_trials(
     runs = jobs(tmp_path)
     assert len(runs) == 3
     assert all(0.01 <= run["lr"] <= 0.5 and run["batch_size"] in (16, 32, 64, 128) for run in runs)
-    assert {run["hidden_sizes"] for run in runs} <= {"[128]", "[256]", "[512]", "[512, 256]"}
+    assert {run["model.hidden_sizes"] for run in runs} <= {"[128]", "[256]", "[512]", "[512, 256]"}
     assert (tmp_path / "optimization_results.yaml").is_file()  # Optuna's best trial
     rows = (tmp_path / "summary.md").read_text()
     assert rows.count("| ok |") == 3

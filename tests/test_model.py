@@ -7,23 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from mnist_mlp.model import MLP
+from tests.conftest import settings
 
 
 def mlp(**overrides) -> MLP:
-    settings = dict(
-        hidden_sizes=[16, 8],
-        activation="tanh",
-        loss="cross_entropy",
-        lr=0.1,
-        batch_size=32,
-        momentum=0.0,
-        nesterov=False,
-        weight_decay=0.0,
-        lr_schedule="constant",
-        backprop="autograd",
-        check_finite_every=50,
+    return MLP(
+        **settings("model", "model.hidden_sizes=[16,8]", "model.activation=tanh", **overrides)
     )
-    return MLP(**(settings | overrides))
 
 
 def test_layers_follow_hidden_sizes_and_give_ten_logits() -> None:
@@ -59,7 +49,7 @@ def test_activations(activation: str) -> None:
 
 
 def test_sgd_settings_reach_the_optimizer() -> None:
-    model = mlp(lr=0.3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    model = mlp(lr=0.3, momentum=0.9, nesterov=True, weight_decay=1e-4, lr_schedule="constant")
     optimizer = model.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, torch.optim.SGD)
     group = optimizer.param_groups[0]

@@ -95,7 +95,7 @@ def test_hparams_tab_gets_the_settings_and_the_scores(
     train(make_cfg("lr=0.2"), tmp_path)
     content = events(tmp_path).SummaryMetadata("_hparams_/experiment").plugin_data.content
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    assert {h.name for h in experiment.hparam_infos} >= {"batch_size", "lr", "hidden_sizes"}
+    assert {h.name for h in experiment.hparam_infos} >= {"batch_size", "lr", "model.hidden_sizes"}
     assert {m.name.tag for m in experiment.metric_infos} == set(SCORES)
     # The score values come from real scalars, not from a placeholder written at step 0.
     assert all(event.step > 0 for event in events(tmp_path).Scalars("val/acc"))

@@ -9,8 +9,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_mlp.summary import summarise
-
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +30,8 @@ class RunDirs(Callback):
         _refuse_finished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mnist_mlp.summary import summarise  # matplotlib: only when a sweep ends
+
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = summarise(sweep_dir)
         not_ok = [row for row in rows if row["status"] != "ok"]

@@ -1,22 +1,190 @@
-"""Settings checked before any work: one sentence naming the key, its value, what is allowed."""
+"""Every setting in one place: its name, type, default and allowed values, and the checks that
+types cannot express (ranges, combinations).
+
+The dataclasses are Hydra's structured config (registered as `train_schema`, the first entry of
+conf/train.yaml's defaults), so Hydra itself refuses a value of the wrong type or a name outside
+an Enum. This module imports no torch: `python train.py --help`, `--cfg job` and a bad setting
+answer before the heavy imports.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from mnist_mlp.data import DATASETS
 from mnist_mlp.errors import UsageError
-from mnist_mlp.model import ACTIVATIONS, LOSSES, LR_SCHEDULES
-
-BACKPROP_MODES = ("autograd", "manual")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class Choice(str, Enum):
+    """A setting with named values, written as the name (on the command line, in files)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Loss(Choice):
+    cross_entropy = "cross_entropy"  # on the logits (softmax inside the loss)
+    mse = "mse"  # the notes' quadratic cost: softmax outputs against one-hot targets
+
+
+class Activation(Choice):
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+
+
+class LrSchedule(Choice):
+    constant = "constant"  # the notes' plain SGD
+    cosine = "cosine"  # lr falls from `lr` to 0 along half a cosine, stepped once per epoch
+
+
+class Backprop(Choice):
+    autograd = "autograd"
+    manual = "manual"  # the notes' backward pass written out (mnist_mlp/backprop.py)
+
+
+class Dataset(Choice):
+    MNIST = "MNIST"
+    FashionMNIST = "FashionMNIST"
+
+
+# How a run is carried out rather than what it trains: left out of hyperparameters(), and free
+# to differ when a run is resumed.
+HOW = {"how": True}
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "mnist_mlp.data.MNISTDataModule"
+    dataset: Dataset = Dataset.MNIST  # the torchvision dataset that parses <root>/<dataset>/raw/
+    val_size: int = 5000  # held out of the 60k training images, seeded
+    root: str = field(default="data", metadata=HOW)
+    download: bool = field(default=True, metadata=HOW)  # only when the IDX files are missing
+    # Validation and test batches: larger is faster and gives the same scores.
+    eval_batch_size: int = field(default=1000, metadata=HOW)
+    # Mini-batches handed to each Lightning step, one SGD step each: the results do not depend
+    # on it; Lightning's per-step work is shared by more SGD steps.
+    batches_per_step: int = field(default=16, metadata=HOW)
+    batch_size: int = II("batch_size")
+    seed: int = II("seed")
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "mnist_mlp.model.MLP"
+    hidden_sizes: list[int] = field(default_factory=lambda: [512, 256])
+    activation: Activation = Activation.relu
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # L2 penalty
+    lr_schedule: LrSchedule = LrSchedule.cosine
+    backprop: Backprop = Backprop.autograd
+    # SGD steps between checks that the loss is finite (each check waits for the device).
+    check_finite_every: int = field(default=50, metadata=HOW)
+    loss: Loss = II("loss")
+    lr: float = II("lr")
+    batch_size: int = II("batch_size")
+
+
+@dataclass
+class PicturesConfig:
+    _target_: str = "mnist_mlp.pictures.Pictures"
+    hidden_units: int = field(default=16, metadata=HOW)  # first-layer weights drawn as images
+    histograms: bool = field(default=True, metadata=HOW)  # weights and gradients, every epoch
+
+
+@dataclass
+class TrainConfig:
+    # What users sweep lives at the top level; the groups refer to it.
+    batch_size: int = 64  # images per SGD step
+    lr: float = 0.1
+    epochs: int = 10
+    seed: int = 42  # initialisation, train/val split, shuffling
+    loss: Loss = Loss.cross_entropy
+    ckpt_path: str | None = field(default=None, metadata=HOW)  # <run dir>/checkpoints/last.ckpt
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pictures: PicturesConfig = field(default_factory=PicturesConfig)
+    trainer: Any = MISSING  # lightning.Trainer's arguments (conf/trainer/)
+    logger: Any = None  # a Lightning logger (conf/logger/)
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+# A resumed run may run on other devices, or show its progress otherwise; anything else in
+# trainer.* would change what is trained.
+TRAINER_KEYS_FREE_ON_RESUME = ("accelerator", "devices", "enable_progress_bar")
+
+
+def _leaves(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """(dotted key, field) of every setting of the schema, nested groups flattened."""
+    leaves = []
+    for item in dataclasses.fields(schema):
+        if item.name == "_target_":
+            continue
+        nested = item.default_factory if dataclasses.is_dataclass(item.default_factory) else None
+        if nested:
+            leaves += _leaves(nested, f"{prefix}{item.name}.")
+        elif item.type != "Any":
+            leaves.append((f"{prefix}{item.name}", item))
+    return leaves
+
+
+SETTINGS = dict(_leaves(TrainConfig))
+
+
+def _copies_a_top_level_key(item: dataclasses.Field) -> bool:
+    return isinstance(item.default, str) and item.default.startswith("${")
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain Python values (Enums as their names), interpolations resolved."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def plain_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
+    """What a run trains, as flat scalars (metrics.json, TensorBoard's HParams tab)."""
+    values = {}
+    for key, item in SETTINGS.items():
+        if item.metadata.get("how") or _copies_a_top_level_key(item):
+            continue
+        value = OmegaConf.select(cfg, key)
+        # Lists as text: TensorBoard's HParams takes only numbers, strings and booleans.
+        values[key] = str(list(value)) if OmegaConf.is_list(value) else plain_value(value)
+    return values
+
+
+def resume_differences(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, this run's value) for each setting a resume may not change."""
+    differences = []
+    for key, item in SETTINGS.items():
+        if item.metadata.get("how") or _copies_a_top_level_key(item) or key == "epochs":
+            continue
+        then, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if then != now:
+            differences.append((key, plain_value(then), plain_value(now)))
+    trainer_then, trainer_now = saved.get("trainer") or {}, cfg.get("trainer") or {}
+    for key in sorted(set(trainer_then) | set(trainer_now)):
+        if key in TRAINER_KEYS_FREE_ON_RESUME or key == "max_epochs":  # max_epochs is epochs
+            continue
+        then, now = trainer_then.get(key), trainer_now.get(key)
+        if then != now:
+            differences.append((f"trainer.{key}", then, now))
+    return differences
 
 
 def _require(key: str, value: Any, ok: bool, allowed: str) -> None:
@@ -24,56 +192,45 @@ def _require(key: str, value: Any, ok: bool, allowed: str) -> None:
         raise UsageError(f"{key}={value!r} is not allowed: {allowed}.")
 
 
-def _positive_int(key: str, value: Any) -> None:
-    _require(key, value, _is_int(value) and value > 0, "use a positive whole number")
+def _positive(key: str, value: int) -> None:
+    _require(key, value, value > 0, "use a positive whole number")
 
 
-def _number_at_least(key: str, value: Any, low: float, strict: bool) -> None:
-    number = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-    ok = number and (value > low if strict else value >= low)
-    _require(key, value, ok, f"use a number {'>' if strict else '>='} {low:g}")
-
-
-def _boolean(key: str, value: Any) -> None:
-    _require(key, value, isinstance(value, bool), "use true or false")
-
-
-def _one_of(key: str, value: Any, names: Iterable[str]) -> None:
-    _require(key, value, value in names, f"use one of {', '.join(names)}")
+# Lightning options that count training batches: with them set, each Lightning step is one SGD
+# step (mnist_mlp.data), so they count SGD steps. These two have no meaning here.
+REFUSED_TRAINER_KEYS = {
+    "log_every_n_steps": "train/loss is logged once per epoch, so nothing would read it",
+    "accumulate_grad_batches": "each mini-batch takes its own SGD step; raise batch_size instead",
+}
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise UsageError for the first setting a run could not use."""
+    """Raise UsageError for the first setting a run could not use (types Hydra has checked)."""
     model, data = cfg.model, cfg.data
-    _positive_int("batch_size", cfg.batch_size)
-    _positive_int("epochs", cfg.epochs)
-    _number_at_least("lr", cfg.lr, 0, strict=True)
-    _require("seed", cfg.seed, _is_int(cfg.seed) and 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")
-    _one_of("loss", cfg.loss, LOSSES)
-
-    _one_of("data.dataset", data.dataset, DATASETS)
-    _boolean("data.download", data.download)
-    _positive_int("data.val_size", data.val_size)  # and below the training set: checked on load
-    _positive_int("data.eval_batch_size", data.eval_batch_size)
-    _positive_int("data.batches_per_step", data.batches_per_step)
-
-    hidden = model.hidden_sizes
+    for key in ("batch_size", "epochs", "data.val_size", "data.eval_batch_size"):
+        _positive(key, OmegaConf.select(cfg, key))
+    _positive("data.batches_per_step", data.batches_per_step)
+    _positive("model.check_finite_every", model.check_finite_every)
+    _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
+    _require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")
+    hidden = list(model.hidden_sizes)
     _require(
         "model.hidden_sizes",
         hidden,
-        not isinstance(hidden, str | int | float) and all(_is_int(n) and n > 0 for n in hidden),
+        all(n > 0 for n in hidden),
         "use a list of positive whole numbers, e.g. model.hidden_sizes=[512,256]",
     )
-    _one_of("model.activation", model.activation, ACTIVATIONS)
-    _number_at_least("model.momentum", model.momentum, 0, strict=False)
-    _number_at_least("model.weight_decay", model.weight_decay, 0, strict=False)
-    _boolean("model.nesterov", model.nesterov)
+    for key in ("model.momentum", "model.weight_decay"):
+        value = OmegaConf.select(cfg, key)
+        _require(key, value, math.isfinite(value) and value >= 0, "use a number >= 0")
     if model.nesterov:
         _require("model.nesterov", True, model.momentum > 0, "it needs model.momentum > 0")
-    _one_of("model.lr_schedule", model.lr_schedule, LR_SCHEDULES)
-    _one_of("model.backprop", model.backprop, BACKPROP_MODES)
-    if model.backprop == "manual":
-        strategy = str(cfg.trainer.get("strategy", "auto"))
+    trainer = cfg.trainer
+    for key, why in REFUSED_TRAINER_KEYS.items():
+        if key in trainer:
+            _require(f"trainer.{key}", trainer[key], False, f"remove it: {why}")
+    if model.backprop == Backprop.manual:
+        strategy = str(trainer.get("strategy", "auto"))
         _require(
             "model.backprop",
             "manual",
@@ -81,4 +238,3 @@ def check_config(cfg: DictConfig) -> None:
             f"with trainer.strategy={strategy} the gradients must come from autograd, whose "
             "hooks average them across processes; use model.backprop=autograd",
         )
-    _positive_int("model.check_finite_every", model.check_finite_every)

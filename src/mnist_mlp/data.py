@@ -8,79 +8,66 @@ from __future__ import annotations
 
 import functools
 import gzip
+import logging
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning import LightningDataModule
+from lightning import LightningDataModule, Trainer
 from torchvision import datasets
 
+from mnist_mlp.config import Dataset
 from mnist_mlp.errors import UsageError
 
-DATASETS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}
+log = logging.getLogger(__name__)
+
+DATASETS = {Dataset.MNIST: datasets.MNIST, Dataset.FashionMNIST: datasets.FashionMNIST}
 
 
-class EpochPermutation:
-    """A fresh, seeded order of the training images each epoch.
-
-    Lightning calls `set_epoch` before every epoch (as it does for a DataLoader's sampler), so the
-    order depends only on (seed, epoch): a resumed run sees the same batches as an unbroken one.
-    """
-
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-        self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        return self.size // self.world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def order(self) -> torch.Tensor:
-        """This process's share: with DDP each of world_size processes takes every world_size-th
-        image of the same order (the remainder is left out, so all take as many steps)."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.size, generator=generator)
-        return order[self.rank : self.size - self.size % self.world_size : self.world_size]
+def epoch_order(
+    size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """A fresh, seeded order of the training images for each epoch: it depends only on (seed,
+    epoch), so a resumed run sees the same batches as an unbroken one. With DDP each of
+    world_size processes takes every world_size-th image of the same order (the remainder is
+    left out, so all take as many steps)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(size, generator=generator)
+    return order[rank : size - size % world_size : world_size]
 
 
 class TensorBatches:
-    """Mini-batches sliced from (images, labels); reshuffled each epoch when given a sampler."""
-
-    batch_sampler = None  # read by Lightning, as on a DataLoader
+    """Mini-batches gathered from (images, labels) in the order `order()` gives when iterated
+    (each epoch), or sliced in turn when there is no order."""
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        sampler: EpochPermutation | None = None,
+        order: Callable[[], torch.Tensor] | None = None,
+        examples: int | None = None,
     ) -> None:
-        self.images, self.labels, self.batch_size, self.sampler = (
-            images,
-            labels,
-            batch_size,
-            sampler,
-        )
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.order = order
+        self.examples = len(labels) if examples is None else examples  # per epoch
 
     def __len__(self) -> int:
-        examples = len(self.sampler) if self.sampler else len(self.labels)
-        return math.ceil(examples / self.batch_size)
+        return math.ceil(self.examples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.sampler is None:
+        if self.order is None:
             for start in range(0, len(self.labels), self.batch_size):
                 end = start + self.batch_size
                 yield self.images[start:end], self.labels[start:end]
             return
         # Each batch is gathered when it is due rather than all at once: a shuffled copy of the
-        # whole set is 170 MB of freshly touched memory per epoch, which cost 0.1-1 s on our
-        # test VMs (more than the epoch's SGD); a batch reuses the memory its predecessor freed.
-        order = self.sampler.order().to(self.images.device)
-        for index in order.split(self.batch_size):
+        # whole set is a large block of freshly touched memory every epoch, slow to come by on
+        # a VM; a batch reuses the memory its predecessor freed.
+        for index in self.order().to(self.images.device).split(self.batch_size):
             yield self.images[index], self.labels[index]
 
 
@@ -217,34 +204,39 @@ def normalised_splits(
     return splits, (mean, std)
 
 
+def counts_training_batches(trainer: Trainer) -> bool:
+    """Whether the trainer has an option set that counts training batches (an int counts
+    batches, a float is a fraction of the epoch)."""
+    limit, interval = trainer.limit_train_batches, trainer.val_check_interval
+    return (
+        isinstance(limit, int)
+        or limit != 1.0
+        or isinstance(interval, int)
+        or interval != 1.0
+        or trainer.overfit_batches > 0
+        or trainer.max_steps != -1
+        or bool(trainer.fast_dev_run)
+    )
+
+
 class MNISTDataModule(LightningDataModule):
     """The official 60k training images split seeded into train/val, and the official 10k test."""
 
-    def __init__(
-        self,
-        dataset: str,
-        root: str,
-        download: bool,
-        val_size: int,
-        batch_size: int,
-        batches_per_step: int,
-        eval_batch_size: int,
-        seed: int,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
+        """settings: the fields of mnist_mlp.config.DataConfig, by name."""
         super().__init__()
-        self.dataset, self.root, self.download = dataset, Path(root), download
-        self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
-        self.batches_per_step = batches_per_step
-        self.seed = seed
+        self.save_hyperparameters(settings)  # restored by load_from_checkpoint (predict)
+        hp = self.hparams
+        self.dataset, self.root, self.seed = hp.dataset, Path(hp.root), hp.seed
         self.splits: Splits = {}
         self.mean = self.std = math.nan  # of the training split's pixels in [0, 1], after setup
 
     def prepare_data(self) -> None:
-        ensure_raw_files(self.root, self.dataset, self.download)
+        ensure_raw_files(self.root, self.dataset, self.hparams.download)
         training_images = check_raw_files(self.root, self.dataset)
-        if self.val_size >= training_images:
+        if self.hparams.val_size >= training_images:
             raise UsageError(
-                f"data.val_size={self.val_size} is not allowed: the training set has "
+                f"data.val_size={self.hparams.val_size} is not allowed: the training set has "
                 f"{training_images} images, so use at most {training_images - 1}."
             )
 
@@ -256,7 +248,7 @@ class MNISTDataModule(LightningDataModule):
         # The files' sizes and times, so a cached copy is never used for files that changed.
         stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(raw.iterdir()))
         self.splits, (self.mean, self.std) = normalised_splits(
-            self.root.resolve(), self.dataset, self.val_size, self.seed, str(device), stamp
+            self.root.resolve(), self.dataset, self.hparams.val_size, self.seed, str(device), stamp
         )
 
     def state_dict(self) -> dict[str, float]:
@@ -267,24 +259,33 @@ class MNISTDataModule(LightningDataModule):
         self.mean, self.std = state["mean"], state["std"]
 
     def train_dataloader(self) -> TensorBatches:
-        """Slices of batches_per_step mini-batches: the model takes one SGD step per mini-batch.
+        """batches_per_step mini-batches per Lightning step: the model takes one SGD step per
+        mini-batch, so Lightning's own work per step (hooks, progress, logging), which costs
+        more than a small MLP's SGD step on a CPU, is shared by several SGD steps.
 
-        Lightning's own work per step (hooks, progress, logging) costs more than a small MLP's
-        SGD step on a CPU; handing it several mini-batches at once divides that cost.
+        A Trainer option that counts training batches (limit_train_batches, overfit_batches,
+        val_check_interval, max_steps, fast_dev_run) makes it one mini-batch per Lightning
+        step, so it counts SGD steps; overfit_batches also keeps the same order every epoch.
         """
         images, labels = self.splits["train"]
-        rank, world_size = (
-            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        )
-        return TensorBatches(
-            images,
-            labels,
-            self.batch_size * self.batches_per_step,
-            EpochPermutation(len(labels), self.seed, rank, world_size),
-        )
+        trainer = self.trainer
+        per_step = self.hparams.batches_per_step
+        if trainer is not None and counts_training_batches(trainer) and per_step != 1:
+            log.info("A Trainer option counts training batches: one SGD step per Lightning step.")
+            per_step = 1
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        fixed = trainer is not None and trainer.overfit_batches > 0
+
+        def order() -> torch.Tensor:  # read when each epoch starts
+            epoch = 0 if fixed or trainer is None else trainer.current_epoch
+            return epoch_order(len(labels), self.seed, epoch, rank, world_size)
+
+        examples = len(labels) // world_size
+        batch_size = self.hparams.batch_size * per_step
+        return TensorBatches(images, labels, batch_size, order, examples)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["val"], self.eval_batch_size)
+        return TensorBatches(*self.splits["val"], self.hparams.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["test"], self.eval_batch_size)
+        return TensorBatches(*self.splits["test"], self.hparams.eval_batch_size)

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_mlp.backprop import DERIVATIVES, backprop
+from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule
 from mnist_mlp.errors import Diverged
 
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
-ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+ACTIVATIONS = {
+    Activation.relu: torch.relu,
+    Activation.sigmoid: torch.sigmoid,
+    Activation.tanh: torch.tanh,
+}
 
 
 def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The seed's cost: squared distance between output activations and one-hot targets.
+    """The notes' cost: squared distance between output activations and one-hot targets.
 
-    The outputs are a softmax, a distribution over the ten digits like the one-hot target.
+    The outputs are a softmax, a distribution over the ten classes like the one-hot target.
     Summed over the ten outputs and averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2.
     """
     outputs = torch.softmax(logits, dim=1)
@@ -30,49 +35,40 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (outputs - targets).pow(2).sum(dim=1).mean()
 
 
-LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse}
-LR_SCHEDULES = ("constant", "cosine")
+LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
 
 
 class MLP(LightningModule):
-    """x -> activation(W1 x + b1) -> ... -> W_L a + b_L = logits for the ten digits."""
+    """x -> activation(W1 x + b1) -> ... -> W_L a + b_L = logits for the ten classes.
 
-    def __init__(
-        self,
-        hidden_sizes: list[int],
-        activation: str,
-        loss: str,
-        lr: float,
-        batch_size: int,
-        momentum: float,
-        nesterov: bool,
-        weight_decay: float,
-        lr_schedule: str,
-        backprop: str,
-        check_finite_every: int,
-    ) -> None:
+    Its settings are the fields of mnist_mlp.config.ModelConfig, by name.
+    """
+
+    def __init__(self, **settings: Any) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        sizes = [IMAGE_PIXELS, *hidden_sizes, CLASSES]
+        self.save_hyperparameters(settings)  # restored by load_from_checkpoint
+        hp = self.hparams
+        sizes = [IMAGE_PIXELS, *hp.hidden_sizes, CLASSES]
         self.layers = nn.ModuleList(
             nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes, sizes[1:], strict=False)
         )
-        self.activation = ACTIVATIONS[activation]
-        self.loss_fn = LOSSES[loss]
-        # The step is written out (gradient, then SGD step) rather than left to Lightning's
-        # automatic optimization, whose closure costs time on every batch.
+        self.activation = ACTIVATIONS[hp.activation]
+        self.loss_fn = LOSSES[hp.loss]
+        # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
+        # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
         # Scores accumulate on the device and are read once per epoch: no host sync per step.
-        # Each step's summed loss goes into one slot of a plain tensor (one small op; a
-        # torchmetrics MeanMetric.update costs ~6x more, benchmarks/step_cost.py);
-        # the slots give the epoch's train loss and, read every check_finite_every steps,
-        # the exact step at which a loss stopped being finite.
+        # Each step's summed loss goes into one slot of a plain tensor (cheaper than a
+        # torchmetrics update: benchmarks/step_cost.py); the slots give the epoch's train loss
+        # and, read every check_finite_every steps, the exact step at which a loss stopped
+        # being finite.
         self.batch_losses: torch.Tensor | None = None
         self.steps_in_epoch = self.train_examples = 0
-        self.plain_steps = True  # decided when fitting starts (on_fit_start)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
+        # The test split's predicted classes, in order, for the pictures and per-class scores.
+        self.test_predictions: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         *hidden, output = self.layers  # (slicing a ModuleList would build a new one per call)
@@ -81,28 +77,15 @@ class MLP(LightningModule):
             activations = self.activation(layer(activations))
         return output(activations)
 
-    def on_fit_start(self) -> None:
-        # On one device in 32-bit, Lightning's manual_backward and optimizer.step would add only
-        # hook calls, ~60 us per SGD step here (8% of a bare step at batch 256), so the step
-        # is plain autograd and torch's own SGD, and Lightning's count of optimizer steps is kept
-        # by hand. Otherwise Lightning's wrappers run: they ready DDP's gradient averaging and
-        # mixed precision's loss scaling.
-        self.plain_steps = self.trainer.world_size == 1 and (
-            type(self.trainer.precision_plugin) is Precision
-        )
-
     def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The cost of one mini-batch, with its gradient written into each parameter's .grad."""
         hp = self.hparams
-        if hp.backprop == "manual":
+        if hp.backprop == Backprop.manual:
             slope = DERIVATIVES[hp.activation]
             logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
             return self.loss_fn(logits, labels)
         loss = self.loss_fn(self(images), labels)
-        if self.plain_steps:
-            loss.backward()
-        else:
-            self.manual_backward(loss)
+        self.manual_backward(loss)
         return loss
 
     def training_step(
@@ -115,18 +98,12 @@ class MLP(LightningModule):
             slots = self.trainer.num_training_batches * math.ceil(len(labels) / batch_size)
             self.batch_losses = torch.zeros(slots, device=labels.device)
         optimizer = self.optimizers()
-        if self.plain_steps:
-            optimizer = optimizer.optimizer
-            steps_taken = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         steps_before = slot = self.steps_in_epoch
         mini_batches = zip(images.split(batch_size), labels.split(batch_size), strict=True)
         for slot, (x, y) in enumerate(mini_batches, start=steps_before):
             optimizer.zero_grad()
             loss = self.gradient(x, y)
-            optimizer.step()
-            if self.plain_steps:  # as Lightning's optimizer.step would count it
-                steps_taken.increment_ready()
-                steps_taken.increment_completed()
+            optimizer.step()  # one step of trainer.global_step
             torch.mul(loss.detach(), len(y), out=self.batch_losses[slot])
         self.steps_in_epoch = slot + 1
         self.train_examples += len(labels)
@@ -159,10 +136,11 @@ class MLP(LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self.batch_losses.sum() / self.train_examples)
         self.log_sgd_step()
-        if self.hparams.lr_schedule != "constant":
+        if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Update the stage's loss and accuracy with one batch; return its logits."""
         images, labels = batch
         logits = self(images)
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
@@ -171,12 +149,20 @@ class MLP(LightningModule):
         self.log(f"{stage}/loss", loss_metric, prog_bar=stage == "val")
         self.log(f"{stage}/acc", acc_metric, prog_bar=stage == "val")
         self.log_sgd_step()
+        return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self.test_predictions.append(self._evaluate(batch, "test").argmax(1))
+
+    def predict_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The ten class probabilities of each image (normalised as the training data was)."""
+        return torch.softmax(self(images), dim=1)
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
@@ -187,7 +173,7 @@ class MLP(LightningModule):
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
         )
-        if hp.lr_schedule == "constant":
+        if hp.lr_schedule == LrSchedule.constant:
             return {"optimizer": optimizer}
         # cosine: lr falls from its value to 0 along half a cosine, one step per epoch, so the
         # last epochs take small steps instead of oscillating around a minimum.

@@ -3,7 +3,7 @@
 At test time: the misclassified test digits captioned "true -> predicted", the confusion matrix
 with counts, and the first layer's weights of a few hidden units as 28x28 images (what each
 neuron looks for). Once per epoch, optionally: histograms of each layer's weights and gradients.
-Drawn with PIL and torchvision's make_grid: a matplotlib figure of 64 digits took seconds here.
+Drawn with PIL and torchvision's make_grid: a matplotlib figure of 64 digits is slow to draw.
 """
 
 from __future__ import annotations
@@ -78,8 +78,7 @@ def log_histogram(writer: SummaryWriter, tag: str, values: torch.Tensor, step: i
     """A histogram of `values` counted by torch, for TensorBoard.
 
     SummaryWriter.add_histogram counts with numpy, whose OpenBLAS threads then spin beside torch's
-    own: on 2 cores that added 20-50 ms to the first step of the next epoch (speed.py's stretch
-    times), more than the rest of the epoch's logging and progress bar together.
+    own and slow the start of the next epoch on a machine with few cores.
     """
     values = values.detach().flatten().double()
     low, high = values.min().item(), values.max().item()
@@ -126,9 +125,8 @@ class Pictures(Callback):
         if trainer.logger is None or not trainer.is_global_zero:
             return
         writer, step = trainer.logger.experiment, trainer.global_step
-        images, labels = trainer.datamodule.splits["test"]
-        with torch.no_grad():
-            predicted = torch.cat([module(batch).argmax(1) for batch in images.split(1000)])
+        predicted = torch.cat(module.test_predictions)  # the test split in order (or its start)
+        images, labels = (split[: len(predicted)] for split in trainer.datamodule.splits["test"])
         writer.add_image("test/misclassified", misclassified_grid(images, labels, predicted), step)
         writer.add_image("test/confusion_matrix", confusion_image(labels, predicted), step)
         if len(module.layers) > 1:  # a hidden layer exists

@@ -1,0 +1,97 @@
+"""Hydra's task function: check the settings, train one run, turn failures into sentences.
+
+Torch and Lightning are imported only once the settings have passed their checks, so a bad
+setting is refused at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_mlp.config import LrSchedule, check_config, resume_differences
+from mnist_mlp.errors import Diverged, Interrupted, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def resumed_run_dir(cfg: DictConfig) -> Path:
+    """The run dir that ckpt_path belongs to, after checking this run's settings match it."""
+    if not Path(cfg.ckpt_path).is_file():
+        raise UsageError(
+            f"ckpt_path={cfg.ckpt_path} is not a file; give <run dir>/checkpoints/last.ckpt."
+        )
+    run_dir = Path(cfg.ckpt_path).resolve().parent.parent
+    saved_file = run_dir / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        raise UsageError(
+            f"ckpt_path={cfg.ckpt_path} is not inside a run dir (no {saved_file}); "
+            "give <run dir>/checkpoints/last.ckpt."
+        )
+    saved = OmegaConf.load(saved_file)
+    differences = resume_differences(saved, cfg)
+    if differences:
+        key, then, now = differences[0]
+        raise UsageError(
+            f"ckpt_path belongs to a run trained with {key}={then!r}, but this run says "
+            f"{key}={now!r}; resume with that run's settings ({run_dir}/.hydra/overrides.yaml)."
+        )
+    if cfg.epochs != saved.epochs and cfg.model.lr_schedule != LrSchedule.constant:
+        raise UsageError(
+            f"epochs={cfg.epochs} would extend a run whose {cfg.model.lr_schedule} lr schedule "
+            f"was planned over epochs={saved.epochs}, and no straight run of {cfg.epochs} epochs "
+            f"took those steps; resume with epochs={saved.epochs}, or start a new run with "
+            f"epochs={cfg.epochs} (only model.lr_schedule=constant runs can be extended)."
+        )
+    return run_dir
+
+
+def run(cfg: DictConfig) -> float:
+    """One run, its val/acc returned for sweepers (nan if it failed).
+
+    A run stops with one sentence and exit 1 on bad settings or data or a diverged loss, or
+    exit 130 (Ctrl-C) or 143 (SIGTERM). In a multirun a job that fails or diverges is recorded
+    in its metrics.json and the sweep goes on; the sweep summary shows it.
+    """
+    hydra_config = HydraConfig.get()
+    sweeping = hydra_config.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_config.runtime.output_dir)
+    start = time.perf_counter()
+    try:
+        check_config(cfg)
+        if cfg.ckpt_path is not None:
+            run_dir = resumed_run_dir(cfg)
+            log.info(f"Resuming {run_dir} from {cfg.ckpt_path}")
+        from mnist_mlp.train import train
+
+        return train(cfg, run_dir)["val/acc"]
+    except (UsageError, Diverged) as error:
+        sys.stderr.write("\n")  # off the progress bar's line
+        log.error(str(error))
+        if not sweeping:
+            raise SystemExit(1) from None
+        if not (run_dir / "metrics.json").is_file():
+            _record_failure(run_dir, cfg, start)
+    except Interrupted as error:
+        sys.stderr.write("\n")
+        log.error(str(error))
+        raise SystemExit(error.exit_code) from None
+    except Exception:
+        if not sweeping:
+            raise
+        log.exception("This job failed; the sweep goes on.")
+        _record_failure(run_dir, cfg, start)
+    return math.nan
+
+
+def _record_failure(run_dir: Path, cfg: DictConfig, start: float) -> None:
+    from mnist_mlp.train import write_metrics
+
+    write_metrics(run_dir, cfg, "failed", {}, start)
