@@ -36,6 +36,7 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
+FULL_PRECISION = ("32-true", "64-true")  # Trainer.precision's names
 
 
 class MLP(LightningModule):
@@ -62,6 +63,7 @@ class MLP(LightningModule):
         # torchmetrics update: benchmarks/step_cost.py); the slots give the epoch's train loss
         # and, read every check_finite_every steps, the exact step at which a loss stopped
         # being finite.
+        self.plain_backward = False  # decided when fitting starts
         self.batch_losses: torch.Tensor | None = None
         self.steps_in_epoch = self.train_examples = 0
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -77,6 +79,13 @@ class MLP(LightningModule):
             activations = self.activation(layer(activations))
         return output(activations)
 
+    def on_fit_start(self) -> None:
+        # manual_backward readies DDP's gradient averaging and mixed precision's loss scaling;
+        # on one device in full precision it would only call Lightning's backward hooks, on every
+        # SGD step, so the backward is torch's own there (no callback here uses those hooks).
+        trainer = self.trainer
+        self.plain_backward = trainer.world_size == 1 and trainer.precision in FULL_PRECISION
+
     def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The cost of one mini-batch, with its gradient written into each parameter's .grad."""
         hp = self.hparams
@@ -85,7 +94,10 @@ class MLP(LightningModule):
             logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
             return self.loss_fn(logits, labels)
         loss = self.loss_fn(self(images), labels)
-        self.manual_backward(loss)
+        if self.plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
         return loss
 
     def training_step(

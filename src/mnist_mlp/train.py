@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from torch.utils.tensorboard.writer import FileWriter
 
+from mnist_mlp.checkpoint import last_checkpoint
 from mnist_mlp.config import hyperparameters, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted
@@ -51,7 +52,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     datamodule.prepare_data()  # missing data is reported before any other work
     model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
     logger: TensorBoardLogger = instantiate(cfg.logger, save_dir=str(run_dir))
-    trainer: Trainer = instantiate(cfg.trainer, logger=logger)
+    trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
     trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
     if trainer.is_global_zero:  # with DDP, the first process writes the run's files
         log_hparams(logger, hyperparameters(cfg))
@@ -88,7 +89,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
         write_metrics(run_dir, cfg, "interrupted", {}, start, trainer.current_epoch)
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(run_dir)
         kept = (
             f"{last} holds the last finished epoch; resume with the same settings plus "
             f"ckpt_path={last}"
