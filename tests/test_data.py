@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision import datasets
 
-from mnist_mlp.data import MNISTDataModule, TensorBatches, ensure_raw_files, epoch_order
+from mnist_mlp.data import MNISTDataModule, TrainingSteps, ensure_raw_files, epoch_order
 from mnist_mlp.errors import UsageError
 from tests.conftest import settings, write_dataset, write_idx
 
@@ -42,21 +42,30 @@ def test_splits_are_seeded_normalised_and_complete(data_root: Path) -> None:
 def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> None:
     images = torch.arange(100.0).view(100, 1)
     epoch_number = 0
-    batches = TensorBatches(
-        images, torch.arange(100), 32, lambda: epoch_order(100, seed=3, epoch=epoch_number)
-    )
-    assert len(batches) == 4
+
+    def steps(per_step: int) -> TrainingSteps:
+        order = lambda: epoch_order(100, seed=3, epoch=epoch_number)  # noqa: E731
+        return TrainingSteps(images, torch.arange(100), 32, per_step, order)
+
+    def mini_batches(per_step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [mini_batch for step in steps(per_step) for mini_batch in step]
 
     def epoch(number: int) -> torch.Tensor:
         nonlocal epoch_number
         epoch_number = number
-        return torch.cat([labels for _, labels in batches])
+        return torch.cat([labels for _, labels in mini_batches(1)])
 
     first = epoch(0)
     assert sorted(first.tolist()) == list(range(100))
-    assert [len(labels) for _, labels in batches] == [32, 32, 32, 4]
+    assert [len(labels) for _, labels in mini_batches(1)] == [32, 32, 32, 4]
     assert torch.equal(first, epoch(0)) and not torch.equal(first, epoch(1))
-    for image_batch, label_batch in batches:  # images travel with their labels
+    # Grouped into Lightning steps, the same mini-batches in the same order.
+    assert (len(steps(1)), len(steps(3))) == (4, 2)
+    assert all(
+        torch.equal(one[1], grouped[1])
+        for one, grouped in zip(mini_batches(1), mini_batches(3), strict=True)
+    )
+    for image_batch, label_batch in mini_batches(3):  # images travel with their labels
         assert torch.equal(image_batch.view(-1).long(), label_batch)
 
 

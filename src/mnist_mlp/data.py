@@ -40,35 +40,66 @@ def epoch_order(
 
 
 class TensorBatches:
-    """Mini-batches gathered from (images, labels) in the order `order()` gives when iterated
-    (each epoch), or sliced in turn when there is no order."""
+    """Batches sliced from (images, labels) in turn: validation and test."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.labels), self.batch_size):
+            end = start + self.batch_size
+            yield self.images[start:end], self.labels[start:end]
+
+
+class MiniBatches:
+    """One Lightning step's batch: the next mini-batches of the epoch's order, each gathered
+    from the training tensors only when its SGD step comes, so it is still in the cache when the
+    step reads it (gathering them all at once would not be)."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, batch_size: int
+    ) -> None:
+        self.images, self.labels, self.index, self.batch_size = images, labels, index, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.index) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for part in self.index.split(self.batch_size):
+            yield self.images[part], self.labels[part]
+
+
+class TrainingSteps:
+    """An epoch of training: MiniBatches of `per_step` mini-batches each, in the order that
+    `order()` gives when the epoch starts."""
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        order: Callable[[], torch.Tensor] | None = None,
-        examples: int | None = None,
+        per_step: int,
+        order: Callable[[], torch.Tensor],
     ) -> None:
-        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.images, self.labels, self.batch_size, self.per_step = (
+            images,
+            labels,
+            batch_size,
+            per_step,
+        )
         self.order = order
-        self.examples = len(labels) if examples is None else examples  # per epoch
+        self.examples = len(order())  # per epoch (with DDP, this process's share)
 
     def __len__(self) -> int:
-        return math.ceil(self.examples / self.batch_size)
+        return math.ceil(self.examples / (self.batch_size * self.per_step))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.order is None:
-            for start in range(0, len(self.labels), self.batch_size):
-                end = start + self.batch_size
-                yield self.images[start:end], self.labels[start:end]
-            return
-        # Each batch is gathered when it is due rather than all at once: a shuffled copy of the
-        # whole set is a large block of freshly touched memory every epoch, slow to come by on
-        # a VM; a batch reuses the memory its predecessor freed.
-        for index in self.order().to(self.images.device).split(self.batch_size):
-            yield self.images[index], self.labels[index]
+    def __iter__(self) -> Iterator[MiniBatches]:
+        order = self.order().to(self.images.device)
+        for index in order.split(self.batch_size * self.per_step):
+            yield MiniBatches(self.images, self.labels, index, self.batch_size)
 
 
 def raw_files(dataset: str) -> list[str]:
@@ -258,7 +289,7 @@ class MNISTDataModule(LightningDataModule):
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.std = state["mean"], state["std"]
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TrainingSteps:
         """batches_per_step mini-batches per Lightning step: the model takes one SGD step per
         mini-batch, so Lightning's own work per step (hooks, progress, logging), which costs
         more than a small MLP's SGD step on a CPU, is shared by several SGD steps.
@@ -280,9 +311,7 @@ class MNISTDataModule(LightningDataModule):
             epoch = 0 if fixed or trainer is None else trainer.current_epoch
             return epoch_order(len(labels), self.seed, epoch, rank, world_size)
 
-        examples = len(labels) // world_size
-        batch_size = self.hparams.batch_size * per_step
-        return TensorBatches(images, labels, batch_size, order, examples)
+        return TrainingSteps(images, labels, self.hparams.batch_size, per_step, order)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.hparams.eval_batch_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -101,24 +101,21 @@ class MLP(LightningModule):
         return loss
 
     def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+        self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
     ) -> torch.Tensor:
-        """One SGD step per mini-batch of the slice (see MNISTDataModule.train_dataloader)."""
-        images, labels = batch
-        batch_size = self.hparams.batch_size
+        """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
         if self.batch_losses is None:  # the epoch's first step: one slot per mini-batch
-            slots = self.trainer.num_training_batches * math.ceil(len(labels) / batch_size)
-            self.batch_losses = torch.zeros(slots, device=labels.device)
+            slots = self.trainer.num_training_batches * len(batch)
+            self.batch_losses = torch.zeros(slots, device=self.device)
         optimizer = self.optimizers()
         steps_before = slot = self.steps_in_epoch
-        mini_batches = zip(images.split(batch_size), labels.split(batch_size), strict=True)
-        for slot, (x, y) in enumerate(mini_batches, start=steps_before):
+        for slot, (images, labels) in enumerate(batch, start=steps_before):
             optimizer.zero_grad()
-            loss = self.gradient(x, y)
+            loss = self.gradient(images, labels)
             optimizer.step()  # one step of trainer.global_step
-            torch.mul(loss.detach(), len(y), out=self.batch_losses[slot])
+            torch.mul(loss.detach(), len(labels), out=self.batch_losses[slot])
+            self.train_examples += len(labels)
         self.steps_in_epoch = slot + 1
-        self.train_examples += len(labels)
         every = self.hparams.check_finite_every
         last = batch_idx + 1 == self.trainer.num_training_batches
         if last or self.steps_in_epoch // every > steps_before // every:
