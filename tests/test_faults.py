@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import mnist_mlp.train as wiring
 from mnist_mlp.config import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
+from mnist_mlp.run import resumed_run_dir
 from mnist_mlp.train import SCORES, train
 from tests.conftest import ROOT, TINY, run_main
 
@@ -234,3 +235,70 @@ def test_the_saved_hydra_config_reproduces_the_run(
     )
     scores = [json.loads((run / "metrics.json").read_text()) for run in (first, again)]
     assert {k: scores[0][k] for k in SCORES} == {k: scores[1][k] for k in SCORES}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A finished one-epoch run (constant lr) with its .hydra/config.yaml, as train.py leaves it."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_main(
+            f"data.root={data_root}",
+            *TINY,
+            "epochs=1",
+            "model.lr_schedule=constant",
+            f"hydra.run.dir={run_dir}",
+            monkeypatch=monkeypatch,
+        )
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "changed",
+    ["data.val_size=50", "model.momentum=0.5", "seed=1", "loss=mse", "+trainer.precision=64"],
+)
+def test_a_resume_that_changes_what_is_trained_is_refused(
+    make_cfg: Callable[..., DictConfig], finished_run: Path, changed: str
+) -> None:
+    last = finished_run / "checkpoints" / "last.ckpt"
+    cfg = make_cfg("epochs=1", "model.lr_schedule=constant", f"ckpt_path={last}", changed)
+    key = changed.lstrip("+").split("=")[0]
+    with pytest.raises(UsageError, match=f"trained with {key}=.*but this run says {key}="):
+        resumed_run_dir(cfg)
+
+
+@pytest.mark.parametrize(
+    "changed", ["data.eval_batch_size=50", "data.batches_per_step=1", "trainer.accelerator=cpu"]
+)
+def test_a_resume_may_change_how_it_runs(
+    make_cfg: Callable[..., DictConfig], finished_run: Path, changed: str
+) -> None:
+    last = finished_run / "checkpoints" / "last.ckpt"
+    cfg = make_cfg("epochs=1", "model.lr_schedule=constant", f"ckpt_path={last}", changed)
+    assert resumed_run_dir(cfg) == finished_run
+
+
+def test_extending_a_cosine_run_is_refused_with_how_to_extend(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    train(make_cfg("epochs=1"), tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(make_cfg("epochs=1"), tmp_path / ".hydra" / "config.yaml")
+    cfg = make_cfg("epochs=2", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(UsageError, match="planned over epochs=1.*model.lr_schedule=constant"):
+        resumed_run_dir(cfg)
+
+
+def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    constant = ["model.lr_schedule=constant", "data.batches_per_step=1"]
+    straight = train(make_cfg("epochs=3", *constant), tmp_path / "straight")
+    short = tmp_path / "short"
+    train(make_cfg("epochs=2", *constant), short)
+    (short / ".hydra").mkdir()
+    OmegaConf.save(make_cfg("epochs=2", *constant), short / ".hydra" / "config.yaml")
+    cfg = make_cfg("epochs=3", *constant, f"ckpt_path={short / 'checkpoints' / 'last.ckpt'}")
+    extended = train(cfg, resumed_run_dir(cfg))
+    assert extended["epochs_run"] == 3
+    assert {k: extended[k] for k in SCORES} == {k: straight[k] for k in SCORES}

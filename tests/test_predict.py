@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,13 @@ from PIL import Image
 
 from mnist_mlp import evaluate, predict
 from tests.conftest import FILES, run_main, write_idx
+
+
+def run_app(main: Callable[[], None], *args: str) -> None:
+    """A command line through a Hydra app's main, in this process."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(sys, "argv", ["app", *args])
+        main()
 
 
 def shape(label: int) -> np.ndarray:
@@ -87,28 +96,51 @@ def test_predict_reads_pngs_of_any_size_and_polarity(
         picture.save(tmp_path / f"{index:02d}.png")
     (tmp_path / "notes.txt").write_text("not a picture")
 
-    assert predict.main([f"ckpt={run_dir}", f"images={tmp_path}"]) == 1  # one file was no image
+    with pytest.raises(SystemExit) as stopped:  # one file was no image
+        run_app(predict.main, f"ckpt={run_dir}", f"images={tmp_path}")
+    assert stopped.value.code == 1
     out, err = capsys.readouterr()
-    said = [int(line.split(": ")[1].split()[0]) for line in out.splitlines()]
-    model, mean, std = predict.load(predict.best_checkpoint(run_dir))
+    said = [int(line.split(": ")[1].split()[0]) for line in out.splitlines() if ".png: " in line]
+    model, data = predict.load(predict.best_checkpoint(run_dir))
+    normalised = (torch.tensor(images, dtype=torch.float32) / 255 - data.mean) / data.std
     with torch.no_grad():
-        direct = model((torch.tensor(images, dtype=torch.float32) / 255 - mean) / std).argmax(1)
+        direct = model(normalised).argmax(1)
     assert (direct == torch.from_numpy(labels)).float().mean() > 0.9  # it did learn the shapes
     assert said == direct.tolist()
     assert "notes.txt: not an image" in err
 
 
-def test_predict_says_what_it_needs() -> None:
-    with pytest.raises(predict.UsageError, match="usage: python -m mnist_mlp.predict"):
-        predict.main(["ckpt=x"])
+def test_predict_says_what_it_needs(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit, match="Give images=...; usage: python -m mnist_mlp.predict"):
+        run_app(predict.main, "ckpt=x")
+
+
+def test_a_checkpoint_that_needs_more_than_tensors_is_refused(tmp_path: Path) -> None:
+    # A pickle that would call a function when loaded (here a harmless one).
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {}, "payload": print_later}, hostile)
+    with pytest.raises(SystemExit, match=r"holds more than tensors and plain values"):
+        run_app(predict.main, f"ckpt={hostile}", f"images={tmp_path}")
+
+
+def print_later() -> None:
+    print("this ran")
+
+
+def test_a_damaged_checkpoint_is_named_in_one_sentence(run_dir: Path, tmp_path: Path) -> None:
+    best = predict.best_checkpoint(run_dir)
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(best.read_bytes()[:2000])
+    with pytest.raises(SystemExit, match=f"ckpt={damaged} is not a readable mnist-mlp checkpoint"):
+        run_app(predict.main, f"ckpt={damaged}", f"images={tmp_path}")
 
 
 def test_evaluate_reproduces_the_recorded_test_accuracy(
     run_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    evaluate.main([f"ckpt={run_dir}"])
+    run_app(evaluate.main, f"ckpt={run_dir}")
     out = capsys.readouterr().out
     recorded = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
     assert f"test/acc    {recorded:.4f}" in out
-    assert out.count("  class ") == 10
+    assert "  7 - seven    " in out and out.count(" - ") == 10  # torchvision's class names
     assert list((run_dir / "checkpoints").glob("*.confusion.png"))

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning import Callback, Trainer
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_mlp.predict import best_checkpoint
-from mnist_mlp.train import SCORES, train
+from mnist_mlp.train import SCORES, build, train
 from tests.conftest import ROOT, TINY, run_main
 
 
@@ -124,3 +125,68 @@ def test_mini_batches_per_lightning_step_do_not_change_the_result(
     for run in ("one", "five"):
         steps = [event.step for event in events(tmp_path / run).Scalars("train/loss")]
         assert steps == [16, 32]
+
+
+class Seen(Callback):
+    """What a fit did: the global step at each validation, the labels of each epoch's batches."""
+
+    def __init__(self) -> None:
+        self.validated_at: list[int] = []
+        self.labels: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_batch_end(self, trainer: Trainer, module, outputs, batch, batch_idx) -> None:
+        self.labels.setdefault(trainer.current_epoch, []).extend(y for _, y in batch)
+
+    def on_validation_end(self, trainer: Trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.validated_at.append(trainer.global_step)
+
+
+def fit(make_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str) -> tuple:
+    """Fit through the project's own wiring; the trainer and what was seen."""
+    datamodule, model, trainer = build(make_cfg(*overrides), run_dir)
+    seen = Seen()
+    trainer.callbacks.append(seen)
+    trainer.fit(model, datamodule=datamodule)
+    return trainer, seen
+
+
+# The tiny training split: 500 images, 16 mini-batches of 32 an epoch, 16 to a Lightning step.
+@pytest.mark.parametrize(
+    ("override", "sgd_steps"),
+    [
+        ("+trainer.limit_train_batches=3", 2 * 3),  # an int: SGD steps per epoch
+        ("+trainer.limit_train_batches=0.5", 2 * 8),  # a float: a share of the epoch's steps
+        ("+trainer.max_steps=5", 5),
+        ("+trainer.fast_dev_run=3", 3),
+    ],
+)
+def test_trainer_options_that_count_batches_count_sgd_steps(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str, sgd_steps: int
+) -> None:
+    trainer, _ = fit(make_cfg, tmp_path, override)
+    assert trainer.global_step == sgd_steps
+
+
+def test_val_check_interval_counts_sgd_steps(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    _, seen = fit(make_cfg, tmp_path, "+trainer.val_check_interval=5")
+    assert seen.validated_at == [5, 10, 15, 21, 26, 31]
+
+
+def test_overfit_batches_trains_on_the_same_mini_batches_every_epoch(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    trainer, seen = fit(make_cfg, tmp_path, "+trainer.overfit_batches=2")
+    assert trainer.global_step == 2 * 2
+    first, second = (torch.cat(seen.labels[epoch]) for epoch in (0, 1))
+    assert len(first) == 2 * 32 and torch.equal(first, second)
+
+
+def test_without_such_options_a_lightning_step_takes_several_sgd_steps(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    trainer, seen = fit(make_cfg, tmp_path)
+    assert trainer.global_step == 2 * 16 and seen.validated_at == [16, 32]
+    assert len(seen.labels[0]) == 16  # mini-batches, taken in one Lightning step

@@ -26,6 +26,7 @@ class LastCheckpoint(Checkpoint):
             return
         last = last_checkpoint(Path(trainer.default_root_dir))
         partial = last.with_name(last.name + ".partial")
-        trainer.save_checkpoint(partial)  # every process takes part; the first one writes
+        # Every process takes part; the first one writes. The whole state, not weights only.
+        trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
             partial.replace(last)

@@ -13,12 +13,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from mnist_mlp.errors import UsageError
+
+# conf/ of the repository (the package is installed from it with pip install -e).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 class Choice(str, Enum):
@@ -117,7 +121,29 @@ class TrainConfig:
     logger: Any = None  # a Lightning logger (conf/logger/)
 
 
-ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+@dataclass
+class PredictConfig:
+    ckpt: str = MISSING  # a checkpoint file, or a run dir (its best checkpoint by val/acc)
+    images: str = MISSING  # an image file, or a folder of them
+
+
+@dataclass
+class EvaluateData:
+    root: str | None = None  # where the run's data is now, when it has moved
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = MISSING  # a checkpoint file, or a run dir (its best checkpoint by val/acc)
+    data: EvaluateData = field(default_factory=EvaluateData)
+
+
+for name, node in (
+    ("train_schema", TrainConfig),
+    ("predict_schema", PredictConfig),
+    ("evaluate_schema", EvaluateConfig),
+):
+    ConfigStore.instance().store(name=name, node=node)
 
 # A resumed run may run on other devices, or show its progress otherwise; anything else in
 # trainer.* would change what is trained.
@@ -185,6 +211,13 @@ def resume_differences(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, An
         if then != now:
             differences.append((f"trainer.{key}", then, now))
     return differences
+
+
+def require_given(cfg: DictConfig, usage: str) -> None:
+    """Refuse a config whose mandatory keys (???) were not given, with the command's usage."""
+    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise UsageError(f"Give {' and '.join(f'{key}=...' for key in missing)}; usage: {usage}")
 
 
 def _require(key: str, value: Any, ok: bool, allowed: str) -> None:

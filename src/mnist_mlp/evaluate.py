@@ -3,67 +3,64 @@
     python -m mnist_mlp.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]
 
 The test data is the run's own (its .hydra/config.yaml), unless data.root says where it is now.
-The confusion matrix is written beside the checkpoint as <checkpoint>.confusion.png.
+Lightning's test loop scores it; the confusion matrix is written beside the checkpoint as
+<checkpoint>.confusion.png.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from mnist_mlp.config import CONF_DIR, plain
+from mnist_mlp.data import DATASETS
 from mnist_mlp.errors import UsageError
-from mnist_mlp.model import CLASSES
 from mnist_mlp.pictures import confusion_image
-from mnist_mlp.predict import best_checkpoint, load, parse_args
+from mnist_mlp.predict import as_command, best_checkpoint, load, quiet_trainer
 
 
-def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | list[float]]:
+def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict[str, float]]:
     """Scores of the checkpoint on its run's test split; writes the confusion matrix PNG."""
     config_file = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise UsageError(f"{ckpt} is not inside a run dir (no {config_file}) to say what data.")
+    model, _ = load(ckpt)
     data_config = OmegaConf.load(config_file).data
     if data_root is not None:
         data_config.root = data_root
-    datamodule = instantiate(data_config, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup()
-    model, _, _ = load(ckpt)
-    images, labels = datamodule.splits["test"]
-    with torch.no_grad():
-        logits = torch.cat([model(batch) for batch in images.split(1000)])
-    predicted = logits.argmax(1)
+    datamodule = instantiate(plain(data_config), _convert_="all")
+    datamodule.prepare_data()  # missing or damaged data: one sentence
+    scores = quiet_trainer().test(model, datamodule=datamodule, verbose=False)[0]
+    labels = datamodule.splits["test"][1].cpu()
+    predicted = torch.cat(model.test_predictions).cpu()
     correct = (predicted == labels).float()
-    per_class = [correct[labels == digit].mean().item() for digit in range(CLASSES)]
+    names = DATASETS[datamodule.dataset].classes  # torchvision's: "7 - seven", "Sneaker", ...
+    per_class = {name: correct[labels == k].mean().item() for k, name in enumerate(names)}
     picture = confusion_image(labels, predicted).permute(1, 2, 0).numpy()
     Image.fromarray(picture).save(ckpt.with_name(ckpt.name + ".confusion.png"))
-    return {
-        "test/loss": model.loss_fn(logits, labels).item(),
-        "test/acc": correct.mean().item(),
-        "per_class_acc": per_class,
-    }
+    return scores | {"per_class_acc": per_class}
 
 
-def main(argv: list[str]) -> None:
-    usage = "python -m mnist_mlp.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
-    args = parse_args(argv, ("ckpt",), usage, optional=("data.root",))
-    ckpt = best_checkpoint(Path(args["ckpt"]))
-    scores = evaluate(ckpt, args.get("data.root"))
+def print_scores(cfg: DictConfig) -> None:
+    ckpt = best_checkpoint(Path(cfg.ckpt))
+    scores = evaluate(ckpt, cfg.data.root)
     print(f"checkpoint  {ckpt}")
     print(f"test/loss   {scores['test/loss']:.4f}")
     print(f"test/acc    {scores['test/acc']:.4f}")
-    for digit, accuracy in enumerate(scores["per_class_acc"]):
-        print(f"  class {digit}  {accuracy:.4f}")
+    for name, accuracy in scores["per_class_acc"].items():
+        print(f"  {name:<12} {accuracy:.4f}")
     print(f"confusion matrix  {ckpt.name}.confusion.png beside the checkpoint")
 
 
+USAGE = "python -m mnist_mlp.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
+main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")(
+    as_command(print_scores, USAGE)
+)
+
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UsageError as error:
-        raise SystemExit(str(error)) from None
+    main()

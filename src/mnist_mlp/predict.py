@@ -1,60 +1,75 @@
-"""The digit in image files, by a trained checkpoint.
+"""The class of each image file, by a trained checkpoint.
 
     python -m mnist_mlp.predict ckpt=<checkpoint or run dir> images=<image file or folder>
 
 Any size, grayscale or colour, dark-on-light or light-on-dark: each image is prepared as MNIST's
 were (grayscale, light digit on dark, the digit fitted into 20x20 by its aspect, its centre of
-mass moved to the middle of 28x28), normalised as the training data was, and classified.
+mass moved to the middle of 28x28), normalised as the training data was, and classified by the
+model's predict_step through Lightning's Trainer.predict.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from lightning import Trainer
+from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
 
+from mnist_mlp.config import CONF_DIR, require_given
+from mnist_mlp.data import DATASETS, MNISTDataModule
 from mnist_mlp.errors import UsageError
 from mnist_mlp.model import MLP
 
 
-def parse_args(
-    argv: list[str], required: tuple[str, ...], usage: str, optional: tuple[str, ...] = ()
-) -> dict[str, str]:
-    """key=value arguments, as Hydra takes them; a missing or unknown key raises UsageError."""
-    pairs = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    if len(pairs) != len(argv) or not set(required) <= set(pairs) <= {*required, *optional}:
-        raise UsageError(f"Got {' '.join(argv) or 'no arguments'}; usage: {usage}")
-    return pairs
-
-
 def best_checkpoint(path: Path) -> Path:
-    """The checkpoint itself, or a run dir's best-by-validation checkpoint."""
+    """The checkpoint itself, or a run dir's best checkpoint by val/acc (its metrics.json)."""
     if path.is_file():
         return path
-    last = path / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        raise UsageError(f"ckpt={path} is neither a checkpoint file nor a run dir with {last}.")
-    state = torch.load(last, map_location="cpu", weights_only=False)["callbacks"]
-    best = next(
-        v["best_model_path"]
-        for k, v in state.items()
-        if k.startswith("ModelCheckpoint") and v["monitor"] is not None  # not last.ckpt's own
-    )
-    return last.parent / Path(best).name  # by name: the run dir may have moved
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        raise UsageError(
+            f"ckpt={path} is neither a checkpoint file nor a run dir with {metrics_file}."
+        )
+    best = json.loads(metrics_file.read_text()).get("best_checkpoint")
+    if best is None:
+        raise UsageError(
+            f"ckpt={path}: its metrics.json names no best checkpoint (the run ended before "
+            f"one was saved, or an older version wrote it); give a checkpoint file from "
+            f"{path / 'checkpoints'}."
+        )
+    return path / best  # relative to the run dir: the run dir may have moved
 
 
-def load(ckpt: Path) -> tuple[MLP, float, float]:
-    """The model in eval mode and the (mean, std) its training data was normalised with."""
+def load(ckpt: Path) -> tuple[MLP, MNISTDataModule]:
+    """The model in eval mode and its data module (dataset, normalisation) from a checkpoint.
+
+    Only tensors and plain values are unpickled (weights_only): a file that needs any other
+    Python object is refused, since unpickling one can run code.
+    """
     try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model = MLP.load_from_checkpoint(ckpt, map_location="cpu")
+        model = MLP.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+        data = MNISTDataModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise UsageError(
+            f"ckpt={ckpt} holds more than tensors and plain values ({reason}); only "
+            "checkpoints written by mnist-mlp are loaded."
+        ) from None
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise UsageError(f"ckpt={ckpt} is not a readable mnist-mlp checkpoint ({error}).") from None
-    stats = checkpoint["MNISTDataModule"]
-    return model.eval(), stats["mean"], stats["std"]
+        raise UsageError(
+            f"ckpt={ckpt} is not a readable mnist-mlp checkpoint ({type(error).__name__}: "
+            f"{error}); it may be truncated or damaged, or from an older version."
+        ) from None
+    return model.eval(), data
 
 
 def mnist_like(image: Image.Image) -> torch.Tensor:
@@ -90,18 +105,29 @@ def image_files(path: Path) -> list[Path]:
     raise UsageError(f"images={path} is neither a file nor a folder.")
 
 
-def predict(model: MLP, mean: float, std: float, images: list[torch.Tensor]) -> torch.Tensor:
+def quiet_trainer() -> Trainer:
+    """A Trainer for one pass over given data: no logs, checkpoints, progress bar or summary."""
+    return Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def predict(model: MLP, data: MNISTDataModule, images: list[torch.Tensor]) -> torch.Tensor:
     """Class probabilities, one row per 28x28 image in [0, 1]."""
-    with torch.no_grad():
-        return torch.softmax(model((torch.stack(images) - mean) / std), dim=1)
+    normalised = (torch.stack(images) - data.mean) / data.std
+    batches = quiet_trainer().predict(model, DataLoader(normalised, batch_size=1000))
+    return torch.cat(batches)
 
 
-def main(argv: list[str]) -> int:
-    usage = "python -m mnist_mlp.predict ckpt=<checkpoint or run dir> images=<file or folder>"
-    args = parse_args(argv, ("ckpt", "images"), usage)
-    model, mean, std = load(best_checkpoint(Path(args["ckpt"])))
+def predict_files(cfg: DictConfig) -> int:
+    """Print each image's class and probabilities; name the files that are not images."""
+    model, data = load(best_checkpoint(Path(cfg.ckpt)))
+    names = DATASETS[data.dataset].classes  # torchvision's: "7 - seven", "Sneaker", ...
     files, prepared, unreadable = [], [], []
-    for path in image_files(Path(args["images"])):
+    for path in image_files(Path(cfg.images)):
         try:
             with Image.open(path) as image:
                 prepared.append(mnist_like(image))
@@ -109,16 +135,37 @@ def main(argv: list[str]) -> int:
         except (UnidentifiedImageError, OSError) as error:
             unreadable.append(f"{path}: not an image this can read ({error.__class__.__name__})")
     if files:
-        for path, row in zip(files, predict(model, mean, std, prepared), strict=True):
-            odds = "  ".join(f"{digit}:{p:.2f}" for digit, p in enumerate(row.tolist()))
-            print(f"{path}: {int(row.argmax())}   ({odds})")
+        for path, row in zip(files, predict(model, data, prepared), strict=True):
+            odds = "  ".join(f"{index}:{p:.2f}" for index, p in enumerate(row.tolist()))
+            print(f"{path}: {names[int(row.argmax())]}   ({odds})")
     for line in unreadable:
         print(line, file=sys.stderr)
     return 1 if unreadable or not files else 0
 
 
+def as_command(
+    task: Callable[[DictConfig], int | None], usage: str
+) -> Callable[[DictConfig], None]:
+    """A Hydra task that exits with the task's code, or with one sentence on bad input."""
+
+    def command(cfg: DictConfig) -> None:
+        try:
+            require_given(cfg, usage)
+            code = task(cfg)
+        except UsageError as error:
+            raise SystemExit(str(error)) from None
+        if code:
+            raise SystemExit(code)
+
+    return command
+
+
+main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")(
+    as_command(
+        predict_files,
+        "python -m mnist_mlp.predict ckpt=<checkpoint or run dir> images=<file or folder>",
+    )
+)
+
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main(sys.argv[1:]))
-    except UsageError as error:
-        raise SystemExit(str(error)) from None
+    main()

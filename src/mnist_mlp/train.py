@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from lightning import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -75,6 +76,13 @@ def write_metrics(
     return metrics
 
 
+def best_checkpoint(trainer: Trainer, run_dir: Path) -> dict[str, str]:
+    """{BEST: the best checkpoint by val/acc, relative to the run dir}, or {} before the first."""
+    saving_best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    best = saving_best[0].best_model_path if saving_best else ""
+    return {BEST: str(Path(best).resolve().relative_to(run_dir.resolve()))} if best else {}
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool | None]:
     """Train and test one run into run_dir; return what metrics.json holds."""
     start = time.perf_counter()
@@ -82,13 +90,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     except Diverged:
-        write_metrics(run_dir, cfg, "diverged", {}, start, trainer.current_epoch)
+        best = best_checkpoint(trainer, run_dir)
+        write_metrics(run_dir, cfg, "diverged", best, start, trainer.current_epoch)
         raise
     except SystemExit as stop:  # how Lightning ends fit after Ctrl-C (SIGINT) or SIGTERM
         if not trainer.interrupted:
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
-        write_metrics(run_dir, cfg, "interrupted", {}, start, trainer.current_epoch)
+        best = best_checkpoint(trainer, run_dir)
+        write_metrics(run_dir, cfg, "interrupted", best, start, trainer.current_epoch)
         last = last_checkpoint(run_dir)
         kept = (
             f"{last} holds the last finished epoch; resume with the same settings plus "
@@ -99,9 +109,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
         raise Interrupted(
             f"Training stopped in epoch {trainer.current_epoch}: {kept}.", 128 + signal_number
         ) from None
-    # Report the checkpoint a user would keep: the best on validation.
-    best = trainer.checkpoint_callback.best_model_path
-    scores = {BEST: str(Path(best).resolve().relative_to(run_dir.resolve()))}
+    # Report the checkpoint a user would keep: the best on validation (none in a dry run).
+    scores = best_checkpoint(trainer, run_dir)
+    best = str(run_dir / scores[BEST]) if scores else None
     for stage in (trainer.validate, trainer.test):
         scores |= stage(
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
