@@ -58,14 +58,14 @@ class MLP(LightningModule):
         # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
         # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
-        # Scores accumulate on the device and are read once per epoch: no host sync per step.
-        # Each step's summed loss goes into one slot of a plain tensor (cheaper than a
-        # torchmetrics update: benchmarks/step_cost.py); the slots give the epoch's train loss
-        # and, read every check_finite_every steps, the exact step at which a loss stopped
-        # being finite.
         self.plain_backward = False  # decided when fitting starts
-        self.batch_losses: torch.Tensor | None = None
-        self.steps_in_epoch = self.train_examples = 0
+        # This epoch's mini-batch losses stay on the device, kept as they come (cheaper than a
+        # torchmetrics update: benchmarks/step_cost.py); read every check_finite_every steps
+        # they give the exact step at which a loss stopped being finite, and at the epoch's end
+        # the train loss. No host sync per step.
+        self.step_losses: list[torch.Tensor] = []
+        self.step_sizes: list[int] = []
+        self.checked_steps = 0  # of this epoch, checked to be finite
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
@@ -104,70 +104,81 @@ class MLP(LightningModule):
         self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
     ) -> torch.Tensor:
         """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
-        if self.batch_losses is None:  # the epoch's first step: one slot per mini-batch
-            slots = self.trainer.num_training_batches * len(batch)
-            self.batch_losses = torch.zeros(slots, device=self.device)
         optimizer = self.optimizers()
-        steps_before = slot = self.steps_in_epoch
-        for slot, (images, labels) in enumerate(batch, start=steps_before):
+        for images, labels in batch:
             optimizer.zero_grad()
             loss = self.gradient(images, labels)
             optimizer.step()  # one step of trainer.global_step
-            torch.mul(loss.detach(), len(labels), out=self.batch_losses[slot])
-            self.train_examples += len(labels)
-        self.steps_in_epoch = slot + 1
+            self.step_losses.append(loss.detach())
+            self.step_sizes.append(len(labels))
         every = self.hparams.check_finite_every
         last = batch_idx + 1 == self.trainer.num_training_batches
-        if last or self.steps_in_epoch // every > steps_before // every:
+        if last or len(self.step_losses) // every > self.checked_steps // every:
             self.check_finite()
         return loss
 
     def check_finite(self) -> None:
-        """Stop training at the first non-finite loss of this epoch's steps so far."""
-        finite = torch.isfinite(self.batch_losses[: self.steps_in_epoch])
+        """Stop training at the first non-finite loss among the steps not checked yet."""
+        losses = torch.stack(self.step_losses[self.checked_steps :])
+        finite = torch.isfinite(losses)
         if not finite.all():
-            batch = int((~finite).nonzero()[0])
-            step = self.global_step - self.steps_in_epoch + batch  # SGD steps since the start
+            first = int((~finite).nonzero()[0])
+            batch = self.checked_steps + first  # of this epoch
+            step = self.global_step - len(self.step_losses) + batch  # SGD steps since the start
             raise Diverged(
-                f"The loss became {self.batch_losses[batch].item()} at step {step} "
+                f"The loss became {losses[first].item()} at step {step} "
                 f"(epoch {self.current_epoch}, mini-batch {batch}) "
                 f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
                 f"e.g. lr={self.hparams.lr / 10:g}."
             )
+        self.checked_steps = len(self.step_losses)
 
     def on_train_epoch_start(self) -> None:
-        self.batch_losses, self.steps_in_epoch, self.train_examples = None, 0, 0
+        self.step_losses, self.step_sizes, self.checked_steps = [], [], 0
 
     def log_sgd_step(self) -> None:
         """Put scalars at the number of SGD steps taken, whatever the mini-batches per step."""
         self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.batch_losses.sum() / self.train_examples)
+        sizes = torch.tensor(self.step_sizes, device=self.device)
+        self.log("train/loss", torch.stack(self.step_losses).mul(sizes).sum() / sizes.sum())
         self.log_sgd_step()
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        """Update the stage's loss and accuracy with one batch; return its logits."""
+        """Add one batch to the stage's loss and accuracy; return its predicted classes."""
         images, labels = batch
         logits = self(images)
-        loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss_metric.update(self.loss_fn(logits, labels), len(labels))
-        acc_metric.update(logits, labels)
-        self.log(f"{stage}/loss", loss_metric, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc_metric, prog_bar=stage == "val")
+        predicted = logits.argmax(1)
+        getattr(self, f"{stage}_loss").update(self.loss_fn(logits, labels), len(labels))
+        getattr(self, f"{stage}_acc").update(predicted, labels)
+        return predicted
+
+    def _log_scores(self, stage: str) -> None:
+        """The stage's loss and accuracy over all its batches, logged once: a self.log per
+        batch would cost more than the batch's forward pass."""
+        for name in ("loss", "acc"):
+            metric = getattr(self, f"{stage}_{name}")
+            self.log(f"{stage}/{name}", metric.compute(), prog_bar=stage == "val")
+            metric.reset()
         self.log_sgd_step()
-        return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.test_predictions.append(self._evaluate(batch, "test").argmax(1))
+        self.test_predictions.append(self._evaluate(batch, "test"))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
 
     def predict_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """The ten class probabilities of each image (normalised as the training data was)."""
