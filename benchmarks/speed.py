@@ -73,8 +73,8 @@ def project_config(args: argparse.Namespace, batch_size: int | None = None, *ext
 class Lockstep(Callback):
     """A bare PyTorch loop, stepped through the same batches between the project's steps.
 
-    The shared VMs this was written on stall a process for 0.1-0.7 s several times a second
-    (benchmarks/stalls.py shows it). Timed a whole epoch apart, the two loops would be compared
+    Shared VMs can stall a process for tenths of a second, several times a second
+    (benchmarks/stalls.py counts them). Timed a whole epoch apart, the two loops would be compared
     through whichever caught more stalls. Here they take turns every Lightning step (after each
     project step, the bare loop takes as many SGD steps on its own copy of the model), and each
     epoch is timed in stretches: the project's from the end of one bare turn to the start of the

@@ -11,10 +11,16 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from mnist_mlp.backprop import DERIVATIVES, backprop
+from mnist_mlp import worked_example
+from mnist_mlp.backprop import (
+    DERIVATIVES,
+    backprop,
+    backprop_per_example,
+    example_gradient_norms,
+)
 from mnist_mlp.model import ACTIVATIONS, LOSSES, MLP
 from mnist_mlp.train import train
-from tests.conftest import settings
+from tests.conftest import ROOT, settings
 
 SHAPES = [[], [7], [12, 5], [9, 6, 4]]
 GRID = list(itertools.product(DERIVATIVES, LOSSES, SHAPES, [1, 5, 33]))
@@ -32,9 +38,22 @@ def batch(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.randint(0, 10, (size,), generator=generator)
 
 
-def manual_gradients(model: MLP, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+def written_out_gradients(
+    model: MLP, images: torch.Tensor, labels: torch.Tensor, backward=backprop
+) -> list[torch.Tensor]:
+    """The gradients a written-out pass returns, in the order of model.parameters()."""
     slope = DERIVATIVES[model.hparams.activation]
-    backprop(model.layers, model.activation, slope, model.hparams.loss, images, labels)
+    weights, biases, logits = backward(
+        model.layers, model.activation, slope, model.hparams.loss, images, labels
+    )
+    torch.testing.assert_close(logits, model(images))
+    return [grad for pair in zip(weights, biases, strict=True) for grad in pair]
+
+
+def manual_gradients(model: MLP, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    """As model.backprop=manual applies them: written into .grad."""
+    model.zero_grad()
+    model.gradient(images, labels)
     return [parameter.grad.clone() for parameter in model.parameters()]
 
 
@@ -47,15 +66,37 @@ def autograd_gradients(
 
 
 @pytest.mark.parametrize(("activation", "loss", "hidden_sizes", "batch_size"), GRID)
-def test_manual_gradients_equal_autograd(
+def test_written_out_gradients_equal_autograd(
     activation: str, loss: str, hidden_sizes: list[int], batch_size: int
 ) -> None:
     torch.manual_seed(len(hidden_sizes) * 100 + batch_size)
     model = mlp(hidden_sizes, activation, loss)
     images, labels = batch(batch_size, seed=batch_size)
     expected = autograd_gradients(model, images, labels)
-    for got, want in zip(manual_gradients(model, images, labels), expected, strict=True):
-        torch.testing.assert_close(got, want)
+    # The ladder: the notes' loop over examples = the batch as matrices = autograd.
+    per_example = written_out_gradients(model, images, labels, backprop_per_example)
+    as_matrices = written_out_gradients(model, images, labels, backprop)
+    for one, batched, want in zip(per_example, as_matrices, expected, strict=True):
+        torch.testing.assert_close(one, batched)
+        torch.testing.assert_close(batched, want)
+
+
+@pytest.mark.parametrize(("activation", "loss"), itertools.product(DERIVATIVES, LOSSES))
+def test_example_gradient_norms_are_those_of_each_examples_own_gradient(
+    activation: str, loss: str
+) -> None:
+    torch.manual_seed(1)
+    model = mlp([12, 5], activation, loss)
+    images, labels = batch(7, seed=3)
+    own = [
+        torch.cat(
+            [g.flatten() for g in autograd_gradients(model, images[i : i + 1], labels[i : i + 1])]
+        )
+        for i in range(7)
+    ]
+    slope = DERIVATIVES[activation]
+    norms = example_gradient_norms(model.layers, model.activation, slope, loss, images, labels)
+    torch.testing.assert_close(norms, torch.stack(own).norm(dim=1))
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))
@@ -80,23 +121,33 @@ def test_sgd_steps_are_the_same_in_both_modes(loss: str) -> None:
     assert not torch.equal(manual.layers[0].weight, initial)  # the steps did move the weights
 
 
-def test_both_modes_reach_the_same_accuracy(
+def test_the_three_modes_train_to_the_same_accuracy(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     autograd = train(make_cfg("model.backprop=autograd"), tmp_path / "autograd")
-    manual = train(make_cfg("model.backprop=manual"), tmp_path / "manual")
-    assert manual["model.backprop"] == "manual"
-    assert manual["test/acc"] > 0.5
-    assert abs(manual["test/acc"] - autograd["test/acc"]) <= 0.003
+    for mode in ("manual", "per_example"):
+        written_out = train(make_cfg(f"model.backprop={mode}"), tmp_path / mode)
+        assert written_out["model.backprop"] == mode
+        assert written_out["test/acc"] > 0.5
+        assert abs(written_out["test/acc"] - autograd["test/acc"]) <= 0.003
 
 
 def test_unknown_backprop_mode_is_refused(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigCompositionException) as caught:
         make_cfg("model.backprop=numeric")
-    assert "Invalid value 'numeric', expected one of [autograd, manual]" in str(
+    assert "Invalid value 'numeric', expected one of [autograd, manual, per_example]" in str(
         caught.value.__cause__
     )
 
 
 def test_every_activation_has_a_derivative_for_manual_mode() -> None:
     assert set(DERIVATIVES) == set(ACTIVATIONS)  # so no activation is refused in manual mode
+
+
+def test_the_worked_example_in_the_docs_is_what_the_command_prints(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    worked_example.main()
+    printed = capsys.readouterr().out
+    assert printed.count(" yes") == 3  # per example = as matrices = autograd
+    assert printed.strip() in (ROOT / "docs" / "backprop.md").read_text()

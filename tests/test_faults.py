@@ -34,6 +34,7 @@ from tests.conftest import ROOT, TINY, run_main
         ("seed=-1", "seed=-1"),
         ("data.val_size=0", "data.val_size=0"),
         ("+trainer.log_every_n_steps=10", "trainer.log_every_n_steps=10"),
+        ("+trainer.accumulate_grad_batches=4", "trainer.accumulate_grad_batches=4"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(
@@ -131,8 +132,10 @@ class SendSignal(Callback):
     def __init__(self, signal_number: int, epoch: int) -> None:
         self.signal_number, self.epoch = signal_number, epoch
 
-    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args) -> None:
-        if trainer.current_epoch == self.epoch and trainer.fit_loop.batch_idx == 3:
+    def on_train_batch_end(
+        self, trainer: Trainer, module: LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 3:
             os.kill(os.getpid(), self.signal_number)
 
 
@@ -302,3 +305,19 @@ def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
     extended = train(cfg, resumed_run_dir(cfg))
     assert extended["epochs_run"] == 3
     assert {k: extended[k] for k in SCORES} == {k: straight[k] for k in SCORES}
+
+
+def test_trainer_settings_lightning_refuses_end_in_one_sentence_before_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_main(
+            f"data.root={tmp_path / 'nowhere'}",  # not read: the trainer is refused first
+            "+trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            monkeypatch=monkeypatch,
+        )
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "lightning.Trainer refused the trainer.* settings: Trainer was configured with" in err
+    assert "Traceback" not in err and "files are missing" not in err

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from mnist_mlp.config import SETTINGS, TrainConfig
 from mnist_mlp.model import MLP
-from tests.conftest import settings
+from tests.conftest import ROOT, settings
 
 
 def mlp(**overrides) -> MLP:
@@ -59,3 +64,15 @@ def test_sgd_settings_reach_the_optimizer() -> None:
         True,
         1e-4,
     )
+
+
+def test_readme_lists_every_setting_with_the_schemas_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", readme, re.MULTILINE))
+    schema = OmegaConf.structured(TrainConfig)
+    for key in SETTINGS:
+        default = OmegaConf.to_container(schema, enum_to_str=True)
+        for part in key.split("."):
+            default = default[part]
+        written = json.dumps(default).replace('"', "") if default is not None else "null"
+        assert rows[key].strip().strip("`") == written, key

@@ -1,13 +1,22 @@
-"""The seed's backpropagation, written out: the gradient of the batch-mean cost, layer by layer.
+"""The notes' backpropagation, written out: the gradient of the batch-mean cost, layer by layer.
 
-Notation (docs/backprop.md walks through it beside the seed's steps): layers l = 1..L,
-a^0 = x, z^l = a^(l-1) W^l^T + b^l, a^l = sigma(z^l) for the hidden layers, z^L = the logits.
-Each row of a matrix below is one example of the batch, so every step is one matrix product.
+Two ways, proven equal to each other and to autograd (tests/test_backprop.py):
 
-    BP1  delta^L = dC_x/dz^L                          the output error, per example
-    BP2  delta^l = (delta^(l+1) W^(l+1)) * sigma'(z^l)   handed back through the transposed weights
-    BP3  dC/db^l = mean over the batch of delta^l
-    BP4  dC/dW^l = mean over the batch of delta^l (outer) a^(l-1)
+- `backprop_per_example`: the notes' algorithm as they state it, one example at a time, each
+  example's desired change of every weight and bias collected, then averaged (model.backprop=
+  per_example; a Python loop over the examples, so slow).
+- `backprop`: the same numbers for the whole batch at once, each example a row of a matrix
+  (model.backprop=manual).
+
+Notation (docs/backprop.md walks through it from the notes' own sentences): layers l = 1..L,
+a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = the logits.
+
+    BP1  delta^L = dC_x/dz^L                          each output neuron's error, per example
+    BP2  delta^l = (W^(l+1)^T delta^(l+1)) * sigma'(z^l)   handed back through the weights
+    BP3  dC_x/db^l = delta^l                          a bias's desired change
+    BP4  dC_x/dW^l = delta^l (outer) a^(l-1)          a weight's desired change
+
+`python -m mnist_mlp.backprop` prints every number of one SGD step of a 2-3-2 network.
 """
 
 from __future__ import annotations
@@ -18,8 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Activation = Callable[[torch.Tensor], torch.Tensor]
+Slope = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (dC/dW of each layer, dC/db of each layer, the logits), as Nielsen's backprop returns
+# (nabla_b, nabla_w); the caller decides what to do with them.
+Gradients = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
+
 # sigma'(z), written with a = sigma(z) where that is cheaper.
-DERIVATIVES = {
+DERIVATIVES: dict[str, Slope] = {
     "relu": lambda z, a: (z > 0).to(a.dtype),
     "sigmoid": lambda z, a: a * (1 - a),
     "tanh": lambda z, a: 1 - a * a,
@@ -27,7 +42,7 @@ DERIVATIVES = {
 
 
 def output_error(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """BP1: dC_x/dz^L for each example x, for the costs of mnist_mlp.model."""
+    """BP1: dC_x/dz^L for each example x (a row each), for the costs of mnist_mlp.model."""
     outputs = torch.softmax(logits, dim=1)
     targets = F.one_hot(labels, logits.shape[1]).to(outputs.dtype)
     if loss == "cross_entropy":
@@ -40,32 +55,109 @@ def output_error(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch
 
 
 @torch.no_grad()
-def backprop(
+def backprop_per_example(
     layers: nn.ModuleList,
-    sigma: Callable[[torch.Tensor], torch.Tensor],
-    sigma_prime: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sigma: Activation,
+    sigma_prime: Slope,
     loss: str,
     images: torch.Tensor,
     labels: torch.Tensor,
-) -> torch.Tensor:
-    """Write dC/dW and dC/db of the batch-mean cost into each layer's .grad; return the logits."""
-    # Forward, keeping what the backward pass needs: each layer's input a^(l-1) and sigma'(z^l).
+) -> Gradients:
+    """The gradient of the batch-mean cost, one example at a time, as the notes say it."""
+    weight_changes = [torch.zeros_like(layer.weight) for layer in layers]
+    bias_changes = [torch.zeros_like(layer.bias) for layer in layers]
+    all_logits = []
+    for x, y in zip(images.flatten(1), labels, strict=True):  # each example of the batch
+        # Forward: every layer's activations for this example, keeping what the way back needs.
+        inputs, slopes, a = [], [], x
+        for layer in layers[:-1]:
+            inputs.append(a)
+            z = layer.weight @ a + layer.bias
+            a = sigma(z)
+            slopes.append(sigma_prime(z, a))
+        inputs.append(a)
+        logits = layers[-1].weight @ a + layers[-1].bias
+        all_logits.append(logits)
+        # Backward: each output neuron's error, compared with its expected output (BP1)...
+        delta = output_error(logits[None], y[None], loss)[0]
+        for index in reversed(range(len(layers))):
+            # ...each weight's desired change: for each neuron(l), for each neuron(l-1) feeding
+            # it, the neuron's error times that neuron(l-1)'s activation (BP4): an outer product.
+            weight_changes[index] += torch.outer(delta, inputs[index])
+            bias_changes[index] += delta  # BP3
+            if index > 0:  # ...and the same on the previous layer (BP2)
+                delta = (layers[index].weight.T @ delta) * slopes[index - 1]
+    # Average every example's desired change.
+    count = len(labels)
+    return (
+        [change / count for change in weight_changes],
+        [change / count for change in bias_changes],
+        torch.stack(all_logits),
+    )
+
+
+def _forward(
+    layers: nn.ModuleList, sigma: Activation, sigma_prime: Slope, images: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The batch through the network: each layer's input a^(l-1), each sigma'(z^l), the logits."""
     inputs, slopes = [], []
     a = images.flatten(1)
     for layer in layers[:-1]:
         inputs.append(a)
-        z = layer(a)
+        z = layer(a)  # a W^T + b: every example (row) at once
         a = sigma(z)
         slopes.append(sigma_prime(z, a))
     inputs.append(a)
-    logits = layers[-1](a)
+    return inputs, slopes, layers[-1](a)
 
+
+def _errors(
+    layers: nn.ModuleList, slopes: list[torch.Tensor], delta: torch.Tensor
+) -> list[torch.Tensor]:
+    """BP2 from the output error delta^L back: delta^l of every layer, one row per example."""
+    deltas = [delta]
+    for index in range(len(layers) - 1, 0, -1):
+        delta = (delta @ layers[index].weight) * slopes[index - 1]  # W^T delta, for every row
+        deltas.insert(0, delta)
+    return deltas
+
+
+@torch.no_grad()
+def backprop(
+    layers: nn.ModuleList,
+    sigma: Activation,
+    sigma_prime: Slope,
+    loss: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> Gradients:
+    """The gradient of the batch-mean cost, the whole batch at once (one matrix product each)."""
+    inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
     # The batch average is folded into delta once, so BP3 and BP4 become plain sums.
-    delta = output_error(logits, labels, loss) / len(labels)
-    for index in reversed(range(len(layers))):
-        layer = layers[index]
-        layer.weight.grad = delta.T @ inputs[index]  # BP4
-        layer.bias.grad = delta.sum(dim=0)  # BP3
-        if index > 0:
-            delta = (delta @ layer.weight) * slopes[index - 1]  # BP2
-    return logits
+    deltas = _errors(layers, slopes, output_error(logits, labels, loss) / len(labels))
+    weight_grads = [delta.T @ a for delta, a in zip(deltas, inputs, strict=True)]  # BP4
+    bias_grads = [delta.sum(dim=0) for delta in deltas]  # BP3
+    return weight_grads, bias_grads, logits
+
+
+@torch.no_grad()
+def example_gradient_norms(
+    layers: nn.ModuleList,
+    sigma: Activation,
+    sigma_prime: Slope,
+    loss: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """The length of each example's own gradient (its desired change of every parameter).
+
+    For a layer, example i's desired changes are delta_i (outer) a_i and delta_i, whose squared
+    length is |delta_i|^2 (|a_i|^2 + 1): no per-example gradient is ever built.
+    """
+    inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
+    deltas = _errors(layers, slopes, output_error(logits, labels, loss))
+    squared = sum(
+        delta.square().sum(dim=1) * (a.square().sum(dim=1) + 1)
+        for delta, a in zip(deltas, inputs, strict=True)
+    )
+    return squared.sqrt()

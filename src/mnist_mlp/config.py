@@ -50,9 +50,10 @@ class LrSchedule(Choice):
     cosine = "cosine"  # lr falls from `lr` to 0 along half a cosine, stepped once per epoch
 
 
-class Backprop(Choice):
+class Backprop(Choice):  # the backward pass: mnist_mlp/backprop.py, docs/backprop.md
     autograd = "autograd"
-    manual = "manual"  # the notes' backward pass written out (mnist_mlp/backprop.py)
+    manual = "manual"  # written out, the batch as matrices
+    per_example = "per_example"  # written out as the notes say it: one example at a time (slow)
 
 
 class Dataset(Choice):
@@ -151,10 +152,12 @@ TRAINER_KEYS_FREE_ON_RESUME = ("accelerator", "devices", "enable_progress_bar")
 
 
 def _leaves(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
-    """(dotted key, field) of every setting of the schema, nested groups flattened."""
+    """(dotted key, field) of every setting of the schema, nested groups flattened; the copies of
+    top-level keys (model.lr is ${lr}) left out."""
     leaves = []
     for item in dataclasses.fields(schema):
-        if item.name == "_target_":
+        copy = isinstance(item.default, str) and item.default.startswith("${")
+        if item.name == "_target_" or copy:
             continue
         nested = item.default_factory if dataclasses.is_dataclass(item.default_factory) else None
         if nested:
@@ -164,11 +167,7 @@ def _leaves(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field
     return leaves
 
 
-SETTINGS = dict(_leaves(TrainConfig))
-
-
-def _copies_a_top_level_key(item: dataclasses.Field) -> bool:
-    return isinstance(item.default, str) and item.default.startswith("${")
+SETTINGS = dict(_leaves(TrainConfig))  # what a user sets: "batch_size", "model.activation", ...
 
 
 def plain(node: DictConfig) -> dict[str, Any]:
@@ -186,7 +185,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
     """What a run trains, as flat scalars (metrics.json, TensorBoard's HParams tab)."""
     values = {}
     for key, item in SETTINGS.items():
-        if item.metadata.get("how") or _copies_a_top_level_key(item):
+        if item.metadata.get("how"):
             continue
         value = OmegaConf.select(cfg, key)
         # Lists as text: TensorBoard's HParams takes only numbers, strings and booleans.
@@ -198,7 +197,7 @@ def resume_differences(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, An
     """(key, saved value, this run's value) for each setting a resume may not change."""
     differences = []
     for key, item in SETTINGS.items():
-        if item.metadata.get("how") or _copies_a_top_level_key(item) or key == "epochs":
+        if item.metadata.get("how") or key == "epochs":
             continue
         then, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
         if then != now:
@@ -262,11 +261,11 @@ def check_config(cfg: DictConfig) -> None:
     for key, why in REFUSED_TRAINER_KEYS.items():
         if key in trainer:
             _require(f"trainer.{key}", trainer[key], False, f"remove it: {why}")
-    if model.backprop == Backprop.manual:
+    if model.backprop != Backprop.autograd:
         strategy = str(trainer.get("strategy", "auto"))
         _require(
             "model.backprop",
-            "manual",
+            model.backprop.value,
             "ddp" not in strategy,
             f"with trainer.strategy={strategy} the gradients must come from autograd, whose "
             "hooks average them across processes; use model.backprop=autograd",

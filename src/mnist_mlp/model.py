@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.backprop import DERIVATIVES, backprop
+from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example
 from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule
 from mnist_mlp.errors import Diverged
 
@@ -36,6 +36,7 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
+BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
 FULL_PRECISION = ("32-true", "64-true")  # Trainer.precision's names
 
 
@@ -72,6 +73,12 @@ class MLP(LightningModule):
         # The test split's predicted classes, in order, for the pictures and per-class scores.
         self.test_predictions: list[torch.Tensor] = []
 
+    def describe(self) -> str:
+        """E.g. "784-512-256-10 relu, 535,818 parameters"."""
+        sizes = [IMAGE_PIXELS, *self.hparams.hidden_sizes, CLASSES]
+        count = sum(parameter.numel() for parameter in self.parameters())
+        return f"{'-'.join(map(str, sizes))} {self.hparams.activation}, {count:,} parameters"
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         *hidden, output = self.layers  # (slicing a ModuleList would build a new one per call)
         activations = images.flatten(1)
@@ -89,9 +96,16 @@ class MLP(LightningModule):
     def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The cost of one mini-batch, with its gradient written into each parameter's .grad."""
         hp = self.hparams
-        if hp.backprop == Backprop.manual:
+        if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/backprop.py
+            backward = BACKWARD_PASSES[hp.backprop]
             slope = DERIVATIVES[hp.activation]
-            logits = backprop(self.layers, self.activation, slope, hp.loss, images, labels)
+            weight_grads, bias_grads, logits = backward(
+                self.layers, self.activation, slope, hp.loss, images, labels
+            )
+            for layer, weight_grad, bias_grad in zip(
+                self.layers, weight_grads, bias_grads, strict=True
+            ):
+                layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
             return self.loss_fn(logits, labels)
         loss = self.loss_fn(self(images), labels)
         if self.plain_backward:

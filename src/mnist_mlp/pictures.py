@@ -2,7 +2,8 @@
 
 At test time: the misclassified test digits captioned "true -> predicted", the confusion matrix
 with counts, and the first layer's weights of a few hidden units as 28x28 images (what each
-neuron looks for). Once per epoch, optionally: histograms of each layer's weights and gradients.
+neuron looks for). Once per epoch, optionally: histograms of each layer's weights and gradients,
+and of the lengths of the examples' own gradients in the epoch's last mini-batch.
 Drawn with PIL and torchvision's make_grid: a matplotlib figure of 64 digits is slow to draw.
 """
 
@@ -16,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
+from mnist_mlp.backprop import DERIVATIVES, example_gradient_norms
 from mnist_mlp.model import CLASSES
 
 FONT = ImageFont.load_default()
@@ -120,6 +122,14 @@ class Pictures(Callback):
                     log_histogram(
                         writer, f"layer{number}/{name}.grad", parameter.grad, trainer.global_step
                     )
+        # How much the examples' desired changes disagree: the length of each example's own
+        # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
+        *_, (images, labels) = batch
+        hp = module.hparams
+        norms = example_gradient_norms(
+            module.layers, module.activation, DERIVATIVES[hp.activation], hp.loss, images, labels
+        )
+        log_histogram(writer, "examples/gradient_norm", norms, trainer.global_step)
 
     def on_test_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         if trainer.logger is None or not trainer.is_global_zero:

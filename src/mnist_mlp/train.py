@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -22,7 +23,7 @@ from torch.utils.tensorboard.writer import FileWriter
 from mnist_mlp.checkpoint import last_checkpoint
 from mnist_mlp.config import hyperparameters, plain
 from mnist_mlp.data import MNISTDataModule
-from mnist_mlp.errors import Diverged, Interrupted
+from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.model import MLP
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,18 @@ def log_hparams(logger: TensorBoardLogger, hparams: dict) -> None:
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule: MNISTDataModule = instantiate(plain(cfg.data), _convert_="all")
-    datamodule.prepare_data()  # missing data is reported before any other work
-    model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
     logger: TensorBoardLogger = instantiate(cfg.logger, save_dir=str(run_dir))
-    trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
+    try:  # before any data is read
+        trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
+    except InstantiationException as error:
+        raise UsageError(
+            f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error}"
+        ) from None
     trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
+    datamodule: MNISTDataModule = instantiate(plain(cfg.data), _convert_="all")
+    datamodule.prepare_data()  # missing or damaged data is reported before any other work
+    model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
+    log.info(f"Model: {model.describe()}")
     if trainer.is_global_zero:  # with DDP, the first process writes the run's files
         log_hparams(logger, hyperparameters(cfg))
     return datamodule, model, trainer
