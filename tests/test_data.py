@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,7 +102,7 @@ def test_failed_download_leaves_nothing_behind(
         raise OSError("connection reset")
 
     monkeypatch.setattr(datasets.MNIST, "download", broken_download)
-    with pytest.raises(UsageError, match="missing"):
+    with pytest.raises(UsageError, match=r"missing.*a download was tried and failed.*Offline"):
         ensure_raw_files(tmp_path, "MNIST", download=True)
     assert list((tmp_path / "MNIST" / "raw").iterdir()) == []
 
@@ -121,12 +123,19 @@ def _fewer_labels(path: Path) -> None:
     write_idx(path, np.zeros(599, dtype=np.uint8))
 
 
+def _label_out_of_range(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8 + 7] = 200  # the label at index 7, after the 8-byte header
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     ("name", "damage", "says"),
     [
         ("train-images-idx3-ubyte", _break_magic, "not an IDX file"),
         ("t10k-images-idx3-ubyte", _truncate, "truncated or corrupt"),
         ("train-labels-idx1-ubyte", _fewer_labels, "holds 599 labels"),
+        ("t10k-labels-idx1-ubyte", _label_out_of_range, "holds label 200 at index 7"),
     ],
 )
 def test_damaged_files_are_named_and_left_alone(
@@ -156,3 +165,27 @@ def test_val_size_must_leave_training_images(tmp_path: Path) -> None:
     write_dataset(tmp_path)
     with pytest.raises(UsageError, match="data.val_size=600 .* at most 599"):
         datamodule(tmp_path, val_size=600)
+
+
+def test_an_empty_gz_leaves_no_empty_file_behind(tmp_path: Path) -> None:
+    write_dataset(tmp_path, packed=True)
+    packed = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    packed.write_bytes(gzip.compress(b""))
+    with pytest.raises(UsageError, match=f"{packed} decompresses to nothing"):
+        datamodule(tmp_path)
+    assert not packed.with_suffix("").exists() and not list(packed.parent.glob("*.partial"))
+
+
+def test_a_root_that_is_a_file_is_named_as_one(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(UsageError, match="data.root=.*/data is a file, not a folder"):
+        datamodule(tmp_path / "data")
+
+
+def test_a_batch_as_large_as_the_training_set_is_named_full_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_dataset(tmp_path)
+    with caplog.at_level(logging.INFO):
+        datamodule(tmp_path, batch_size=1000)
+    assert "covers all 500 training images: each SGD step is full-batch gradient" in caplog.text

@@ -321,3 +321,30 @@ def test_trainer_settings_lightning_refuses_end_in_one_sentence_before_the_data(
     err = capsys.readouterr().err
     assert "lightning.Trainer refused the trainer.* settings: Trainer was configured with" in err
     assert "Traceback" not in err and "files are missing" not in err
+
+
+class InterruptTest(Callback):
+    def on_test_batch_start(self, trainer: Trainer, *args) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_while_scoring_the_best_checkpoint_keeps_the_run(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signal_handlers: None,
+) -> None:
+    build = wiring.build
+
+    def build_with_interrupt(cfg: DictConfig, run_dir: Path):
+        datamodule, model, trainer = build(cfg, run_dir)
+        trainer.callbacks.append(InterruptTest())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(wiring, "build", build_with_interrupt)
+    with pytest.raises(Interrupted, match="while scoring the best checkpoint") as caught:
+        train(make_cfg(), tmp_path)
+    assert caught.value.exit_code == 130
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_run"] == 2
+    assert (tmp_path / metrics["best_checkpoint"]).is_file()

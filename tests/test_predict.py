@@ -144,3 +144,24 @@ def test_evaluate_reproduces_the_recorded_test_accuracy(
     assert f"test/acc    {recorded:.4f}" in out
     assert "  7 - seven    " in out and out.count(" - ") == 10  # torchvision's class names
     assert list((run_dir / "checkpoints").glob("*.confusion.png"))
+
+
+def test_predict_names_blank_and_oversized_images_and_reads_the_rest(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    images, _ = shapes(1, seed=9)
+    Image.fromarray(images[0].astype(np.uint8)).save(tmp_path / "digit.png")
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    Image.new("L", (100, 100), 0).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 100x100 is then a decompression bomb
+    with pytest.raises(SystemExit):
+        run_app(predict.main, f"ckpt={run_dir}", f"images={tmp_path}")
+    out, err = capsys.readouterr()
+    assert "digit.png: " in out and "blank.png" not in out and "huge.png" not in out
+    assert "blank.png: blank" in err and "huge.png: more pixels than PIL's" in err
+
+
+def test_predict_says_when_a_folder_holds_no_images(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link
+    with pytest.raises(SystemExit, match="holds no files"):
+        run_app(predict.main, f"ckpt={run_dir}", f"images={tmp_path}")

@@ -109,6 +109,11 @@ def raw_files(dataset: str) -> list[str]:
 
 def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
     """Make the four IDX files present under root, from .gz copies or a download, or say how."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(
+            f"data.root={root} is a file, not a folder; set data.root to the folder that holds "
+            f"{dataset}/raw/."
+        )
     raw = root / dataset / "raw"
     missing = [name for name in raw_files(dataset) if not (raw / name).is_file()]
     for name in list(missing):
@@ -120,11 +125,11 @@ def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
         return
     if download and _try_download(root, raw, dataset):
         return
+    tried = "a download was tried and failed" if download else "data.download=false"
     raise UsageError(
-        f"{dataset} files are missing from {raw}/: {', '.join(missing)}"
-        f"{'' if download else ' (download=false)'}. "
+        f"{dataset} files are missing from {raw}/: {', '.join(missing)} ({tried}). "
         f"Place the four IDX files {', '.join(raw_files(dataset))} there (plain or .gz), "
-        f"or set data.root to the folder that holds {dataset}/raw/."
+        f"or set data.root to the folder that holds {dataset}/raw/ (README: Offline data)."
     )
 
 
@@ -134,11 +139,20 @@ def _gunzip(packed: Path, target: Path) -> None:
     try:
         with gzip.open(packed, "rb") as source, open(partial, "wb") as sink:
             shutil.copyfileobj(source, sink)
+    except PermissionError:
+        raise UsageError(
+            f"{packed.parent} is not writable, so {packed.name} cannot be unpacked beside itself; "
+            "copy the four files into a folder <somewhere>/<dataset>/raw/ that is, and set "
+            "data.root=<somewhere>."
+        ) from None
     except (OSError, EOFError) as error:
         partial.unlink(missing_ok=True)
         raise UsageError(
             f"{packed} does not decompress ({error}); replace it with a good copy."
         ) from None
+    if partial.stat().st_size == 0:  # never leave an empty file that looks like data
+        partial.unlink()
+        raise UsageError(f"{packed} decompresses to nothing; replace it with a good copy.")
     partial.replace(target)
 
 
@@ -195,6 +209,14 @@ def check_raw_files(root: Path, dataset: str) -> int:
             raise UsageError(
                 f"{images} holds {image_shape[0]} images but {labels} holds {label_shape[0]} "
                 "labels; the two files come from different copies: replace them as a pair."
+            )
+        classes = len(DATASETS[dataset].classes)
+        values = labels.read_bytes()[8:]  # after the 8-byte header
+        if values and max(values) >= classes:
+            index = next(i for i, value in enumerate(values) if value >= classes)
+            raise UsageError(
+                f"{labels} holds label {values[index]} at index {index}, but the labels of "
+                f"{dataset} are 0 to {classes - 1}: it is corrupt; replace it with a good copy."
             )
         counts.append(image_shape[0])
     return counts[0]
@@ -269,6 +291,12 @@ class MNISTDataModule(LightningDataModule):
             raise UsageError(
                 f"data.val_size={self.hparams.val_size} is not allowed: the training set has "
                 f"{training_images} images, so use at most {training_images - 1}."
+            )
+        training_split = training_images - self.hparams.val_size
+        if self.hparams.batch_size >= training_split:
+            log.info(
+                f"batch_size={self.hparams.batch_size} covers all {training_split} training "
+                "images: each SGD step is full-batch gradient descent."
             )
 
     def setup(self, stage: str | None = None) -> None:

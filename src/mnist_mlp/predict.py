@@ -72,9 +72,9 @@ def load(ckpt: Path) -> tuple[MLP, MNISTDataModule]:
     return model.eval(), data
 
 
-def mnist_like(image: Image.Image) -> torch.Tensor:
-    """28x28 floats in [0, 1]: a light digit fitted into 20x20, centred by its centre of mass."""
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+def mnist_like(gray: np.ndarray) -> torch.Tensor:
+    """28x28 floats in [0, 1] from a grayscale image in [0, 1]: a light digit fitted into 20x20,
+    centred by its centre of mass."""
     edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if edge.mean() > 0.5:  # a light background: MNIST's digits are light on dark
         gray = 1 - gray
@@ -100,9 +100,16 @@ def mnist_like(image: Image.Image) -> torch.Tensor:
 def image_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file())
-    raise UsageError(f"images={path} is neither a file nor a folder.")
+    if not path.is_dir():
+        raise UsageError(f"images={path} is neither a file nor a folder.")
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    if not files:
+        raise UsageError(f"images={path} holds no files (a broken link is not one); no images.")
+    return files
+
+
+# An image whose pixels span less than this share of black to white holds no digit to read.
+BLANK_CONTRAST = 0.1
 
 
 def quiet_trainer() -> Trainer:
@@ -130,8 +137,14 @@ def predict_files(cfg: DictConfig) -> int:
     for path in image_files(Path(cfg.images)):
         try:
             with Image.open(path) as image:
-                prepared.append(mnist_like(image))
+                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+                if gray.max() - gray.min() < BLANK_CONTRAST:
+                    unreadable.append(f"{path}: blank (no contrast to read a digit from); skipped")
+                    continue
+                prepared.append(mnist_like(gray))
             files.append(path)
+        except Image.DecompressionBombError:
+            unreadable.append(f"{path}: more pixels than PIL's decompression-bomb guard allows")
         except (UnidentifiedImageError, OSError) as error:
             unreadable.append(f"{path}: not an image this can read ({error.__class__.__name__})")
     if files:

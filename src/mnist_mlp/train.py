@@ -90,39 +90,49 @@ def best_checkpoint(trainer: Trainer, run_dir: Path) -> dict[str, str]:
     return {BEST: str(Path(best).resolve().relative_to(run_dir.resolve()))} if best else {}
 
 
+def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
+    """What was kept of a run stopped by a signal, and how to go on."""
+    if fitted:
+        return (
+            f"Stopped while scoring the best checkpoint; training had finished "
+            f"({trainer.current_epoch} epochs): python -m mnist_mlp.evaluate ckpt={run_dir} "
+            "scores it."
+        )
+    last = last_checkpoint(run_dir)
+    kept = (
+        f"{last} holds the last finished epoch; resume with the same settings plus ckpt_path={last}"
+        if last.is_file()
+        else "no epoch had finished, so there is nothing to resume"
+    )
+    return f"Training stopped in epoch {trainer.current_epoch}: {kept}."
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool | None]:
     """Train and test one run into run_dir; return what metrics.json holds."""
     start = time.perf_counter()
     datamodule, model, trainer = build(cfg, run_dir)
+    fitted = False
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        fitted = True
+        # Report the checkpoint a user would keep: the best on validation (none in a dry run).
+        scores = best_checkpoint(trainer, run_dir)
+        best = str(run_dir / scores[BEST]) if scores else None
+        for stage in (trainer.validate, trainer.test):
+            scores |= stage(
+                model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )[0]
     except Diverged:
         best = best_checkpoint(trainer, run_dir)
         write_metrics(run_dir, cfg, "diverged", best, start, trainer.current_epoch)
         raise
-    except SystemExit as stop:  # how Lightning ends fit after Ctrl-C (SIGINT) or SIGTERM
+    except SystemExit as stop:  # how Lightning ends after Ctrl-C (SIGINT) or SIGTERM
         if not trainer.interrupted:
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
         best = best_checkpoint(trainer, run_dir)
         write_metrics(run_dir, cfg, "interrupted", best, start, trainer.current_epoch)
-        last = last_checkpoint(run_dir)
-        kept = (
-            f"{last} holds the last finished epoch; resume with the same settings plus "
-            f"ckpt_path={last}"
-            if last.is_file()
-            else "no epoch had finished, so there is nothing to resume"
-        )
-        raise Interrupted(
-            f"Training stopped in epoch {trainer.current_epoch}: {kept}.", 128 + signal_number
-        ) from None
-    # Report the checkpoint a user would keep: the best on validation (none in a dry run).
-    scores = best_checkpoint(trainer, run_dir)
-    best = str(run_dir / scores[BEST]) if scores else None
-    for stage in (trainer.validate, trainer.test):
-        scores |= stage(
-            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-        )[0]
+        raise Interrupted(interrupted(trainer, run_dir, fitted), 128 + signal_number) from None
     metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer.current_epoch)
     if trainer.is_global_zero:
         log.info(
