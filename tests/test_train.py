@@ -13,7 +13,10 @@ import torch
 from lightning import Callback, Trainer
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
+from mnist_mlp import hparams
+from mnist_mlp.errors import Diverged
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.train import SCORES, build, train
 from tests.conftest import ROOT, TINY, run_main
@@ -88,18 +91,34 @@ def test_same_seed_same_metrics(make_cfg: Callable[..., DictConfig], tmp_path: P
     assert scores[0]["val/loss"] != scores[2]["val/loss"]
 
 
-def test_hparams_tab_gets_the_settings_and_the_scores(
+def hparams_data(run_dir: Path, tag: str) -> plugin_data_pb2.HParamsPluginData:
+    content = events(run_dir).SummaryMetadata(tag).plugin_data.content
+    return plugin_data_pb2.HParamsPluginData.FromString(content)
+
+
+def test_hparams_tab_gets_the_settings_the_scores_and_the_status(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
     train(make_cfg("lr=0.2"), tmp_path)
-    content = events(tmp_path).SummaryMetadata("_hparams_/experiment").plugin_data.content
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    experiment = hparams_data(tmp_path, "_hparams_/experiment").experiment
     assert {h.name for h in experiment.hparam_infos} >= {"batch_size", "lr", "model.hidden_sizes"}
-    assert {m.name.tag for m in experiment.metric_infos} == set(SCORES)
-    # The score values come from real scalars, not from a placeholder written at step 0.
-    assert all(event.step > 0 for event in events(tmp_path).Scalars("val/acc"))
+    shown = {m.name.tag for m in experiment.metric_infos}
+    assert shown == set(hparams.SHOWN) and shown <= set(events(tmp_path).Tags()["scalars"])
+    end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
+    assert end.status == api_pb2.STATUS_SUCCESS
+    # Each curve is one model's history: one point per epoch, none made up at step 0, none added
+    # at the end by the best checkpoint (its scores are best/val/*).
+    steps = [event.step for event in events(tmp_path).Scalars("val/acc")]
+    assert steps == [16, 32]
+
+
+def test_a_diverged_run_shows_as_failed_in_the_hparams_tab(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    with pytest.raises(Diverged):
+        train(make_cfg("lr=1e6"), tmp_path)
+    end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
+    assert end.status == api_pb2.STATUS_FAILURE
 
 
 def test_last_checkpoint_holds_the_last_epoch(

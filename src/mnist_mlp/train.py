@@ -17,9 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
-from torch.utils.tensorboard.writer import FileWriter
 
+from mnist_mlp import hparams
 from mnist_mlp.checkpoint import last_checkpoint
 from mnist_mlp.config import hyperparameters, plain
 from mnist_mlp.data import MNISTDataModule
@@ -28,23 +27,10 @@ from mnist_mlp.model import MLP
 
 log = logging.getLogger(__name__)
 
-# What each run is judged by: TensorBoard's HParams tab and metrics.json both show these.
+# What each run is judged by in metrics.json: the best checkpoint's (by val/acc) scores.
 SCORES = ("val/acc", "val/loss", "test/acc", "test/loss")
+VAL = ("val/acc", "val/loss")
 BEST = "best_checkpoint"  # in metrics.json: the best checkpoint by val/acc, relative to the run dir
-
-
-def log_hparams(logger: TensorBoardLogger, hparams: dict) -> None:
-    """Declare the hyperparameters and the score tags so the HParams tab can compare runs.
-
-    Only the tag names are written here; the values come from the scalars logged during the run,
-    so no made-up point lands on the curves. The declaration goes into an event file of its own
-    in the run dir, which TensorBoard reads as part of the same run.
-    """
-    logger.log_hyperparams(hparams)  # hparams.yaml beside the event file
-    writer = FileWriter(logger.log_dir, filename_suffix=".hparams")
-    for summary in hparams_summaries(hparams, dict.fromkeys(SCORES, 0.0)):
-        writer.add_summary(summary)
-    writer.close()
 
 
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
@@ -63,7 +49,8 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
     log.info(f"Model: {model.describe()}")
     if trainer.is_global_zero:  # with DDP, the first process writes the run's files
-        log_hparams(logger, hyperparameters(cfg))
+        logger.log_hyperparams(hyperparameters(cfg))  # hparams.yaml beside the event files
+        hparams.declare(run_dir, hyperparameters(cfg))
     return datamodule, model, trainer
 
 
@@ -80,6 +67,7 @@ def write_metrics(
     metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
     if rank_zero_only.rank == 0:  # with DDP, the first process writes the run's files
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        hparams.end(run_dir, status)
     return metrics
 
 
@@ -118,10 +106,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
         # Report the checkpoint a user would keep: the best on validation (none in a dry run).
         scores = best_checkpoint(trainer, run_dir)
         best = str(run_dir / scores[BEST]) if scores else None
-        for stage in (trainer.validate, trainer.test):
-            scores |= stage(
-                model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-            )[0]
+        loggers, trainer.loggers = trainer.loggers, []  # not a point on the val/ curves
+        scores |= trainer.validate(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )[0]
+        trainer.loggers = loggers
+        for logger in loggers:  # the best checkpoint's, under names of their own
+            logger.log_metrics({f"best/{k}": scores[k] for k in VAL}, step=trainer.global_step)
+        scores |= trainer.test(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )[0]
     except Diverged:
         best = best_checkpoint(trainer, run_dir)
         write_metrics(run_dir, cfg, "diverged", best, start, trainer.current_epoch)
