@@ -6,10 +6,12 @@ setting is refused at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -53,6 +55,16 @@ def resumed_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+@functools.cache  # once per process, however many jobs it runs
+def quiet_lightning() -> None:
+    """Leave out of the output what does not help a user: Lightning's advertisements, and a
+    deprecation warning that Lightning's own code triggers in torch."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def run(cfg: DictConfig) -> float:
     """One run, its val/acc returned for sweepers (nan if it failed).
 
@@ -69,6 +81,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.ckpt_path is not None:
             run_dir = resumed_run_dir(cfg)
             log.info(f"Resuming {run_dir} from {cfg.ckpt_path}")
+        quiet_lightning()
         from mnist_mlp.train import train
 
         return train(cfg, run_dir)["val/acc"]
