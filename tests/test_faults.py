@@ -15,6 +15,7 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 import mnist_mlp.train as wiring
+from mnist_mlp import claims
 from mnist_mlp.config import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run import resumed_run_dir
@@ -348,3 +349,43 @@ def test_ctrl_c_while_scoring_the_best_checkpoint_keeps_the_run(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["epochs_run"] == 2
     assert (tmp_path / metrics["best_checkpoint"]).is_file()
+
+
+def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_folder_another_run_is_writing_into_is_refused(
+    data_root: Path, finished_run: Path, tmp_path: Path
+) -> None:
+    busy = tmp_path / "busy"
+    claims.claim(busy, "hydra.run.dir")  # this process stands for a run still going
+    try:
+        second = train_py(f"data.root={data_root}", *TINY, f"hydra.run.dir={busy}", cwd=tmp_path)
+        assert second.returncode == 1
+        assert f"hydra.run.dir={busy} is in use by another run" in second.stderr
+        assert [p.name for p in busy.iterdir()] == [".claimed"]  # nothing of the second run
+        # Two resumes of one run: the second is refused the same way.
+        claims.claim(finished_run, "the run dir")
+        last = finished_run / "checkpoints" / "last.ckpt"
+        before = (finished_run / "metrics.json").read_text()
+        again = train_py(
+            f"data.root={data_root}",
+            *TINY,
+            "epochs=1",
+            "model.lr_schedule=constant",
+            f"ckpt_path={last}",
+            f"hydra.run.dir={tmp_path / 'again'}",
+            cwd=tmp_path,
+        )
+        assert again.returncode == 1 and "is in use by another run" in again.stderr
+        assert (finished_run / "metrics.json").read_text() == before
+    finally:
+        claims.release(busy)
+        claims.release(finished_run)

@@ -1,4 +1,5 @@
-"""Hydra callbacks: never overwrite a finished run or sweep; summarise each sweep as it ends."""
+"""Hydra callbacks: claim each run or sweep folder, never overwrite a finished one; summarise each
+sweep as it ends."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from mnist_mlp.claims import claim, release
+from mnist_mlp.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +25,25 @@ def _refuse_finished(folder: Path, key: str) -> None:
         )
 
 
+def _claim_unfinished(folder: Path, key: str) -> None:
+    """Before Hydra writes anything into the folder."""
+    _refuse_finished(folder, key)
+    try:
+        claim(folder, key)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
+
+
 class RunDirs(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.ckpt_path is None:  # a resumed run continues in its own run dir
-            _refuse_finished(Path(config.hydra.run.dir), "hydra.run.dir")
+        if config.ckpt_path is None:  # a resumed run continues in its own run dir (run.py)
+            _claim_unfinished(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _refuse_finished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        _claim_unfinished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mnist_mlp.summary import summarise  # matplotlib: only when a sweep ends
@@ -38,3 +54,4 @@ class RunDirs(Callback):
         log.info(f"Sweep summary: {sweep_dir}/summary.md and heatmap.png ({len(rows)} jobs)")
         if not_ok:
             log.warning(f"{len(not_ok)} of {len(rows)} jobs did not finish ok; see summary.md")
+        release(sweep_dir)

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp.claims import claim, release
 from mnist_mlp.config import LrSchedule, check_config, resume_differences
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 
@@ -79,7 +80,9 @@ def run(cfg: DictConfig) -> float:
     try:
         check_config(cfg)
         if cfg.ckpt_path is not None:
-            run_dir = resumed_run_dir(cfg)
+            resumed = resumed_run_dir(cfg)
+            claim(resumed, "the run dir of ckpt_path")  # one resume at a time
+            run_dir = resumed
             log.info(f"Resuming {run_dir} from {cfg.ckpt_path}")
         quiet_lightning()
         from mnist_mlp.train import train
@@ -101,6 +104,9 @@ def run(cfg: DictConfig) -> float:
             raise
         log.exception("This job failed; the sweep goes on.")
         _record_failure(run_dir, cfg, start)
+    finally:
+        if cfg.ckpt_path is not None:
+            release(run_dir)
     return math.nan
 
 
