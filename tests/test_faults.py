@@ -389,3 +389,15 @@ def test_a_folder_another_run_is_writing_into_is_refused(
     finally:
         claims.release(busy)
         claims.release(finished_run)
+
+
+def test_resuming_from_a_damaged_checkpoint_names_it_and_adds_nothing(
+    make_cfg: Callable[..., DictConfig], finished_run: Path, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes()[:3000])
+    before = sorted(p.name for p in damaged.parent.parent.rglob("*"))
+    with pytest.raises(UsageError, match=f"ckpt_path={damaged} is not a readable mnist-mlp"):
+        train(make_cfg("epochs=1", f"ckpt_path={damaged}"), damaged.parent.parent)
+    assert sorted(p.name for p in damaged.parent.parent.rglob("*")) == before

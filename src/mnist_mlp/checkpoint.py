@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
+from mnist_mlp.errors import UsageError
+
+Loaded = TypeVar("Loaded")
+
 
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+def loaded(path: Path, key: str, load: Callable[[], Loaded]) -> Loaded:
+    """What `load` reads from a user-given checkpoint (with weights_only: tensors and plain values
+    only, since unpickling anything else can run code), or one sentence naming the file."""
+    try:
+        return load()
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise UsageError(
+            f"{key}={path} holds more than tensors and plain values ({reason}); only "
+            "checkpoints written by mnist-mlp are loaded."
+        ) from None
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same sentence
+        raise UsageError(
+            f"{key}={path} is not a readable mnist-mlp checkpoint ({type(error).__name__}: "
+            f"{error}); it may be truncated or damaged, or from an older version."
+        ) from None
 
 
 class LastCheckpoint(Checkpoint):

@@ -11,7 +11,6 @@ model's predict_step through Lightning's Trainer.predict.
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
+from mnist_mlp.checkpoint import loaded
 from mnist_mlp.config import CONF_DIR, require_given
 from mnist_mlp.data import DATASETS, MNISTDataModule
 from mnist_mlp.errors import UsageError
@@ -50,25 +50,15 @@ def best_checkpoint(path: Path) -> Path:
 
 
 def load(ckpt: Path) -> tuple[MLP, MNISTDataModule]:
-    """The model in eval mode and its data module (dataset, normalisation) from a checkpoint.
-
-    Only tensors and plain values are unpickled (weights_only): a file that needs any other
-    Python object is refused, since unpickling one can run code.
-    """
-    try:
-        model = MLP.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-        data = MNISTDataModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        raise UsageError(
-            f"ckpt={ckpt} holds more than tensors and plain values ({reason}); only "
-            "checkpoints written by mnist-mlp are loaded."
-        ) from None
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same sentence
-        raise UsageError(
-            f"ckpt={ckpt} is not a readable mnist-mlp checkpoint ({type(error).__name__}: "
-            f"{error}); it may be truncated or damaged, or from an older version."
-        ) from None
+    """The model in eval mode and its data module (dataset, normalisation) from a checkpoint."""
+    model = loaded(
+        ckpt, "ckpt", lambda: MLP.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    )
+    data = loaded(
+        ckpt,
+        "ckpt",
+        lambda: MNISTDataModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True),
+    )
     return model.eval(), data
 
 

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_mlp import hparams
-from mnist_mlp.checkpoint import last_checkpoint
+from mnist_mlp.checkpoint import last_checkpoint, loaded
 from mnist_mlp.config import hyperparameters, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
@@ -98,6 +98,10 @@ def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool | None]:
     """Train and test one run into run_dir; return what metrics.json holds."""
     start = time.perf_counter()
+    if cfg.ckpt_path is not None:  # a damaged checkpoint is named before any other work
+        loaded(
+            Path(cfg.ckpt_path), "ckpt_path", lambda: torch.load(cfg.ckpt_path, weights_only=True)
+        )
     datamodule, model, trainer = build(cfg, run_dir)
     fitted = False
     try:
