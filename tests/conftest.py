@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import runpy
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,3 +87,14 @@ def run_main(*args: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command line through train.py's Hydra main, in this process (no second import)."""
     monkeypatch.setattr(sys, "argv", ["train.py", *args])
     runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python train.py ...` as a user types it, from `cwd`, in a new process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -20,7 +20,7 @@ from mnist_mlp.config import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run import resumed_run_dir
 from mnist_mlp.train import SCORES, train
-from tests.conftest import ROOT, TINY, run_main
+from tests.conftest import ROOT, TINY, run_cli, run_main
 
 
 @pytest.mark.parametrize(
@@ -351,23 +351,13 @@ def test_ctrl_c_while_scoring_the_best_checkpoint_keeps_the_run(
     assert (tmp_path / metrics["best_checkpoint"]).is_file()
 
 
-def train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_a_folder_another_run_is_writing_into_is_refused(
     data_root: Path, finished_run: Path, tmp_path: Path
 ) -> None:
     busy = tmp_path / "busy"
     claims.claim(busy, "hydra.run.dir")  # this process stands for a run still going
     try:
-        second = train_py(f"data.root={data_root}", *TINY, f"hydra.run.dir={busy}", cwd=tmp_path)
+        second = run_cli(f"data.root={data_root}", *TINY, f"hydra.run.dir={busy}", cwd=tmp_path)
         assert second.returncode == 1
         assert f"hydra.run.dir={busy} is in use by another run" in second.stderr
         assert [p.name for p in busy.iterdir()] == [".claimed"]  # nothing of the second run
@@ -375,7 +365,7 @@ def test_a_folder_another_run_is_writing_into_is_refused(
         claims.claim(finished_run, "the run dir")
         last = finished_run / "checkpoints" / "last.ckpt"
         before = (finished_run / "metrics.json").read_text()
-        again = train_py(
+        again = run_cli(
             f"data.root={data_root}",
             *TINY,
             "epochs=1",

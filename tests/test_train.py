@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,18 +17,7 @@ from mnist_mlp import hparams
 from mnist_mlp.errors import Diverged
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.train import SCORES, build, train
-from tests.conftest import ROOT, TINY, run_main
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python train.py ...` as a user types it, from `cwd`, in a new process."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from tests.conftest import TINY, run_cli, run_main
 
 
 def events(run_dir: Path) -> EventAccumulator:
