@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,3 +199,25 @@ def test_without_such_options_a_lightning_step_takes_several_sgd_steps(
     trainer, seen = fit(make_cfg, tmp_path)
     assert trainer.global_step == 2 * 16 and seen.validated_at == [16, 32]
     assert len(seen.labels[0]) == 16  # mini-batches, taken in one Lightning step
+
+
+@pytest.mark.parametrize(
+    ("preset", "sgd_steps", "epochs_run"),
+    # The tests' epochs=2 wins over the presets' epochs, as any key on the command line does.
+    [("fast_dev_run", 3, 1), ("limit", 2 * 20, 2), ("profiler", 2 * 16, 2)],
+)
+def test_debug_presets_do_what_their_names_say(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    preset: str,
+    sgd_steps: int,
+    epochs_run: int,
+) -> None:
+    # batch_size=8: 63 mini-batches an epoch of the tiny data, so limit's 20 is a real limit.
+    smaller = ["batch_size=8"] if preset == "limit" else []
+    with caplog.at_level(logging.INFO):
+        trainer, _ = fit(make_cfg, tmp_path, f"debug={preset}", *smaller)
+    assert trainer.global_step == sgd_steps and trainer.current_epoch == epochs_run
+    if preset == "profiler":
+        assert "FIT Profiler Report" in caplog.text

@@ -138,7 +138,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
                 [
                     f"{'':-<60}",
                     *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
-                    f"best checkpoint  {best}",
+                    f"best checkpoint  {best or 'none (a dry run saves none)'}",
                     f"run dir          {run_dir}",
                     f"TensorBoard      tensorboard --logdir {run_dir.parent}",
                     f"{'':-<60}",
