@@ -221,3 +221,16 @@ def test_debug_presets_do_what_their_names_say(
     assert trainer.global_step == sgd_steps and trainer.current_epoch == epochs_run
     if preset == "profiler":
         assert "FIT Profiler Report" in caplog.text
+
+
+def test_other_loggers_run_without_the_tensorboard_only_parts(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    csv = train(make_cfg("logger=csv"), tmp_path / "csv")
+    assert csv["status"] == "ok"
+    logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "test/acc"} <= set(logged)
+    none = train(make_cfg("~logger"), tmp_path / "none")  # Hydra removes a group with ~
+    assert none["status"] == "ok" and (tmp_path / "none" / none["best_checkpoint"]).is_file()
+    for run in ("csv", "none"):
+        assert not list((tmp_path / run).glob("events.out.tfevents.*"))

@@ -37,7 +37,9 @@ def declare(run_dir: Path, settings: dict) -> None:
 
 
 def end(run_dir: Path, status: str) -> None:
-    """How the run ended, as metrics.json says it."""
+    """How the run ended, as metrics.json says it (for a run that declared its settings)."""
+    if not any(run_dir.glob("events.out.tfevents.*.hparams")):
+        return  # another logger, or the run stopped before it was built
     info = plugin_data_pb2.HParamsPluginData(
         session_end_info=plugin_data_pb2.SessionEndInfo(
             status=api_pb2.Status.Value(STATUSES[status])

@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -36,21 +36,27 @@ BEST = "best_checkpoint"  # in metrics.json: the best checkpoint by val/acc, rel
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
-    logger: TensorBoardLogger = instantiate(cfg.logger, save_dir=str(run_dir))
+    # ~logger (no logger group): no logger at all, not Lightning's default one.
+    logger: Logger | bool = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    tensorboard = isinstance(logger, TensorBoardLogger)
     try:  # before any data is read
         trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
     except InstantiationException as error:
         raise UsageError(
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error}"
         ) from None
-    trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
+    if tensorboard:
+        trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
+    else:
+        log.info("The pictures, histograms and HParams are TensorBoard's: off with this logger.")
     datamodule: MNISTDataModule = instantiate(plain(cfg.data), _convert_="all")
     datamodule.prepare_data()  # missing or damaged data is reported before any other work
     model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
     log.info(f"Model: {model.describe()}")
-    if trainer.is_global_zero:  # with DDP, the first process writes the run's files
-        logger.log_hyperparams(hyperparameters(cfg))  # hparams.yaml beside the event files
-        hparams.declare(run_dir, hyperparameters(cfg))
+    if logger and trainer.is_global_zero:  # with DDP, the first process writes the run's files
+        logger.log_hyperparams(hyperparameters(cfg))  # hparams.yaml beside the logs
+        if tensorboard:
+            hparams.declare(run_dir, hyperparameters(cfg))
     return datamodule, model, trainer
 
 
