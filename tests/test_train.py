@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from lightning import Callback, Trainer
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -18,7 +19,7 @@ from mnist_mlp import hparams
 from mnist_mlp.errors import Diverged
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.train import SCORES, build, train
-from tests.conftest import TINY, run_cli, run_main
+from tests.conftest import ROOT, TINY, run_cli, run_main
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -234,3 +235,16 @@ def test_other_loggers_run_without_the_tensorboard_only_parts(
     assert none["status"] == "ok" and (tmp_path / "none" / none["best_checkpoint"]).is_file()
     for run in ("csv", "none"):
         assert not list((tmp_path / run).glob("events.out.tfevents.*"))
+
+
+def test_experiment_notes_is_the_notes_network_and_training(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["experiment=notes"])
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.loss) == (10, 1.5, 30, "mse")
+    assert list(cfg.model.hidden_sizes) == [30] and cfg.model.activation == "sigmoid"
+    assert cfg.model.lr_schedule == "constant"
+    # And it trains, on the tiny data (whose batch_size=32 and epochs=2 win, as on a command line).
+    metrics = train(make_cfg("experiment=notes"), tmp_path)
+    assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
