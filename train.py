@@ -1,9 +1,11 @@
 """Entry point: `python train.py [key=value ...]`, `python train.py -m key=a,b ...` for sweeps."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-import mnist_mlp.config  # noqa: F401 - registers train_schema, which conf/train.yaml builds on
+from mnist_mlp.config import dropped_groups  # importing it registers conf/'s train_schema
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = dropped_groups(sys.argv)  # logger=null: no logger
     main()

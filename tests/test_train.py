@@ -225,13 +225,24 @@ def test_debug_presets_do_what_their_names_say(
 
 
 def test_other_loggers_run_without_the_tensorboard_only_parts(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path
+    make_cfg: Callable[..., DictConfig],
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     csv = train(make_cfg("logger=csv"), tmp_path / "csv")
     assert csv["status"] == "ok"
     logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "test/acc"} <= set(logged)
-    none = train(make_cfg("~logger"), tmp_path / "none")  # Hydra removes a group with ~
+    # logger=null as a user types it (Hydra itself would only take ~logger).
+    run_main(
+        f"data.root={data_root}",
+        *TINY,
+        "logger=null",
+        f"hydra.run.dir={tmp_path / 'none'}",
+        monkeypatch=monkeypatch,
+    )
+    none = json.loads((tmp_path / "none" / "metrics.json").read_text())
     assert none["status"] == "ok" and (tmp_path / "none" / none["best_checkpoint"]).is_file()
     for run in ("csv", "none"):
         assert not list((tmp_path / run).glob("events.out.tfevents.*"))

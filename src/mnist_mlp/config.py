@@ -212,6 +212,19 @@ def resume_differences(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, An
     return differences
 
 
+# Config groups a run can do without. Hydra 1.3 refuses `group=null` on the command line (a
+# ValueError traceback) and drops a group with `~group`; `null` is what users type.
+OPTIONAL_GROUPS = ("logger", "experiment", "debug", "hparams_search")
+
+
+def dropped_groups(argv: list[str]) -> list[str]:
+    """The command line with each `<optional group>=null` written as Hydra's `~<group>`."""
+    return [
+        f"~{arg.removesuffix('=null')}" if arg.removesuffix("=null") in OPTIONAL_GROUPS else arg
+        for arg in argv
+    ]
+
+
 def require_given(cfg: DictConfig, usage: str) -> None:
     """Refuse a config whose mandatory keys (???) were not given, with the command's usage."""
     missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
@@ -238,11 +251,16 @@ REFUSED_TRAINER_KEYS = {
 
 def check_config(cfg: DictConfig) -> None:
     """Raise UsageError for the first setting a run could not use (types Hydra has checked)."""
-    model, data = cfg.model, cfg.data
-    for key in ("batch_size", "epochs", "data.val_size", "data.eval_batch_size"):
+    model = cfg.model
+    for key in (
+        "batch_size",
+        "epochs",
+        "data.val_size",
+        "data.eval_batch_size",
+        "data.batches_per_step",
+        "model.check_finite_every",
+    ):
         _positive(key, OmegaConf.select(cfg, key))
-    _positive("data.batches_per_step", data.batches_per_step)
-    _positive("model.check_finite_every", model.check_finite_every)
     _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
     _require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")
     hidden = list(model.hidden_sizes)

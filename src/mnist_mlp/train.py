@@ -36,7 +36,7 @@ BEST = "best_checkpoint"  # in metrics.json: the best checkpoint by val/acc, rel
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
-    # ~logger (no logger group): no logger at all, not Lightning's default one.
+    # logger=null: no logger at all, not Lightning's default one.
     logger: Logger | bool = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
     tensorboard = isinstance(logger, TensorBoardLogger)
     try:  # before any data is read
@@ -77,7 +77,7 @@ def write_metrics(
     return metrics
 
 
-def best_checkpoint(trainer: Trainer, run_dir: Path) -> dict[str, str]:
+def best_entry(trainer: Trainer, run_dir: Path) -> dict[str, str]:
     """{BEST: the best checkpoint by val/acc, relative to the run dir}, or {} before the first."""
     saving_best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
     best = saving_best[0].best_model_path if saving_best else ""
@@ -114,7 +114,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         fitted = True
         # Report the checkpoint a user would keep: the best on validation (none in a dry run).
-        scores = best_checkpoint(trainer, run_dir)
+        scores = best_entry(trainer, run_dir)
         best = str(run_dir / scores[BEST]) if scores else None
         loggers, trainer.loggers = trainer.loggers, []  # not a point on the val/ curves
         scores |= trainer.validate(
@@ -127,14 +127,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
     except Diverged:
-        best = best_checkpoint(trainer, run_dir)
+        best = best_entry(trainer, run_dir)
         write_metrics(run_dir, cfg, "diverged", best, start, trainer.current_epoch)
         raise
     except SystemExit as stop:  # how Lightning ends after Ctrl-C (SIGINT) or SIGTERM
         if not trainer.interrupted:
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
-        best = best_checkpoint(trainer, run_dir)
+        best = best_entry(trainer, run_dir)
         write_metrics(run_dir, cfg, "interrupted", best, start, trainer.current_epoch)
         raise Interrupted(interrupted(trainer, run_dir, fitted), 128 + signal_number) from None
     metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer.current_epoch)
