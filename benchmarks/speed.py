@@ -264,6 +264,11 @@ def print_rows(args: argparse.Namespace, rows: list[dict], machine: str) -> None
         print(
             f"batch {r['batch_size']}: manual backprop {r['manual/autograd_train']:.2f}x autograd"
         )
+    for r in rows if args.noise else []:
+        print(
+            f"batch {r['batch_size']}: training with the noise scale measured takes "
+            f"{r['noise/no_noise_train']:.3f}x the time without (model.noise_scale_every=0)"
+        )
 
 
 def main() -> None:
@@ -277,6 +282,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5, help="jobs in the multirun overhead check")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
     parser.add_argument("--backprop", action="store_true", help="also time model.backprop=manual")
+    parser.add_argument(
+        "--noise", action="store_true", help="also time model.noise_scale_every=0 (its overhead)"
+    )
     parser.add_argument(
         "--textbook-at",
         type=int,
@@ -292,14 +300,17 @@ def main() -> None:
     args.data_root = args.data_root.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="mnist-mlp-bench-"))
 
+    contenders = {"project": ()}  # the same fit with other settings, timed in turn
+    if args.backprop:
+        contenders["manual"] = ("model.backprop=manual",)
+    if args.noise:
+        contenders["no_noise"] = ("model.noise_scale_every=0",)
     rows = []
     for batch_size in args.batch_sizes:
-        timed: dict[str, dict[str, list]] = {"project": {}, "manual": {}}
+        timed: dict[str, dict[str, list]] = {name: {} for name in contenders}
         textbook: list[float] = []
         for repeat in range(args.repeats):  # interleaved, so drifts hit all contenders alike
-            for name, extra in (("project", ()), ("manual", ("model.backprop=manual",))):
-                if name == "manual" and not args.backprop:
-                    continue
+            for name, extra in contenders.items():
                 times = time_lockstep(
                     args, batch_size, workdir / f"{name}-{batch_size}-{repeat}", *extra
                 )
@@ -337,6 +348,9 @@ def main() -> None:
         if args.backprop:
             manual = typical_epoch(timed["manual"]["project"])
             row["manual/autograd_train"] = round(manual / train["project"], 2)
+        if args.noise:  # the noise scale's cost: the default fit against one without it
+            no_noise = typical_epoch(timed["no_noise"]["project"])
+            row["noise/no_noise_train"] = round(train["project"] / no_noise, 3)
         rows.append(row)
 
     if args.epochs_only:

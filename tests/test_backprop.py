@@ -43,7 +43,7 @@ def written_out_gradients(
 ) -> list[torch.Tensor]:
     """The gradients a written-out pass returns, in the order of model.parameters()."""
     slope = DERIVATIVES[model.hparams.activation]
-    weights, biases, logits = backward(
+    weights, biases, logits, _ = backward(
         model.layers, model.activation, slope, model.hparams.loss, images, labels
     )
     torch.testing.assert_close(logits, model(images))

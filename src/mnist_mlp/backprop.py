@@ -21,7 +21,9 @@ a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +31,18 @@ from torch import nn
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 Slope = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# (dC/dW of each layer, dC/db of each layer, the logits), as Nielsen's backprop returns
-# (nabla_b, nabla_w); the caller decides what to do with them.
-Gradients = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
+
+
+class Gradients(NamedTuple):
+    """What a backward pass returns, as Nielsen's backprop returns (nabla_b, nabla_w); the caller
+    decides what to do with them."""
+
+    weights: list[torch.Tensor]  # dC/dW of each layer
+    biases: list[torch.Tensor]  # dC/db of each layer
+    logits: torch.Tensor
+    # |each example's own gradient|^2, when asked for (the gradient noise scale: mnist_mlp.noise)
+    example_squared_norms: torch.Tensor | None = None
+
 
 # sigma'(z), written with a = sigma(z) where that is cheaper.
 DERIVATIVES: dict[str, Slope] = {
@@ -62,11 +73,12 @@ def backprop_per_example(
     loss: str,
     images: torch.Tensor,
     labels: torch.Tensor,
+    example_norms: bool = False,
 ) -> Gradients:
     """The gradient of the batch-mean cost, one example at a time, as the notes say it."""
     weight_changes = [torch.zeros_like(layer.weight) for layer in layers]
     bias_changes = [torch.zeros_like(layer.bias) for layer in layers]
-    all_logits = []
+    all_logits, example_squares = [], []
     for x, y in zip(images.flatten(1), labels, strict=True):  # each example of the batch
         # Forward: every layer's activations for this example, keeping what the way back needs.
         inputs, slopes, a = [], [], x
@@ -80,19 +92,23 @@ def backprop_per_example(
         all_logits.append(logits)
         # Backward: each output neuron's error, compared with its expected output (BP1)...
         delta = output_error(logits[None], y[None], loss)[0]
+        squared_norm = 0
         for index in reversed(range(len(layers))):
             # ...each weight's desired change: for each neuron(l), for each neuron(l-1) feeding
             # it, the neuron's error times that neuron(l-1)'s activation (BP4): an outer product.
             weight_changes[index] += torch.outer(delta, inputs[index])
             bias_changes[index] += delta  # BP3
+            squared_norm += delta.square().sum() * (inputs[index].square().sum() + 1)
             if index > 0:  # ...and the same on the previous layer (BP2)
                 delta = (layers[index].weight.T @ delta) * slopes[index - 1]
+        example_squares.append(squared_norm)
     # Average every example's desired change.
     count = len(labels)
-    return (
+    return Gradients(
         [change / count for change in weight_changes],
         [change / count for change in bias_changes],
         torch.stack(all_logits),
+        torch.stack(example_squares) if example_norms else None,
     )
 
 
@@ -130,14 +146,30 @@ def backprop(
     loss: str,
     images: torch.Tensor,
     labels: torch.Tensor,
+    example_norms: bool = False,
 ) -> Gradients:
     """The gradient of the batch-mean cost, the whole batch at once (one matrix product each)."""
     inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
     # The batch average is folded into delta once, so BP3 and BP4 become plain sums.
-    deltas = _errors(layers, slopes, output_error(logits, labels, loss) / len(labels))
+    count = len(labels)
+    deltas = _errors(layers, slopes, output_error(logits, labels, loss) / count)
     weight_grads = [delta.T @ a for delta, a in zip(deltas, inputs, strict=True)]  # BP4
     bias_grads = [delta.sum(dim=0) for delta in deltas]  # BP3
-    return weight_grads, bias_grads, logits
+    squared = squared_norms(deltas, inputs) * count**2 if example_norms else None
+    return Gradients(weight_grads, bias_grads, logits, squared)
+
+
+def squared_norms(deltas: list[torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
+    """|each example's own gradient|^2, from each layer's error signals and inputs (a row each).
+
+    For a layer, example i's desired changes are delta_i (outer) a_i and delta_i, whose squared
+    length is |delta_i|^2 (|a_i|^2 + 1): no per-example gradient is ever built.
+    """
+    lengths = functools.partial(torch.linalg.vector_norm, dim=1)  # faster than squaring each
+    return sum(
+        lengths(delta).square() * (lengths(a).square() + 1)
+        for delta, a in zip(deltas, inputs, strict=True)
+    )
 
 
 @torch.no_grad()
@@ -149,15 +181,6 @@ def example_gradient_norms(
     images: torch.Tensor,
     labels: torch.Tensor,
 ) -> torch.Tensor:
-    """The length of each example's own gradient (its desired change of every parameter).
-
-    For a layer, example i's desired changes are delta_i (outer) a_i and delta_i, whose squared
-    length is |delta_i|^2 (|a_i|^2 + 1): no per-example gradient is ever built.
-    """
-    inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
-    deltas = _errors(layers, slopes, output_error(logits, labels, loss))
-    squared = sum(
-        delta.square().sum(dim=1) * (a.square().sum(dim=1) + 1)
-        for delta, a in zip(deltas, inputs, strict=True)
-    )
-    return squared.sqrt()
+    """The length of each example's own gradient (its desired change of every parameter)."""
+    gradients = backprop(layers, sigma, sigma_prime, loss, images, labels, example_norms=True)
+    return gradients.example_squared_norms.sqrt()

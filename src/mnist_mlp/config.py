@@ -94,6 +94,10 @@ class ModelConfig:
     backprop: Backprop = Backprop.autograd
     # SGD steps between checks that the loss is finite (each check waits for the device).
     check_finite_every: int = field(default=50, metadata=HOW)
+    # SGD steps between measurements of the gradient noise scale (mnist_mlp/noise.py), logged with
+    # train/loss; 0: off. It does not change what is trained; each measurement costs about a
+    # third of a small batch's step (benchmarks/speed.py --noise).
+    noise_scale_every: int = field(default=10, metadata=HOW)
     loss: Loss = II("loss")
     lr: float = II("lr")
     batch_size: int = II("batch_size")
@@ -104,6 +108,15 @@ class PicturesConfig:
     _target_: str = "mnist_mlp.pictures.Pictures"
     hidden_units: int = field(default=16, metadata=HOW)  # first-layer weights drawn as images
     histograms: bool = field(default=True, metadata=HOW)  # weights and gradients, every epoch
+
+
+@dataclass
+class StudyConfig:  # steps to a target: mnist_mlp/study.py; train.py -m experiment=batch_size
+    # The val/acc whose first reaching is recorded (step, examples, seconds); the run then stops.
+    target: float | None = None  # null: no target
+    every_examples: int = 4096  # training examples between the target's checks, at any batch size
+    # experiment=batch_size's lr grid: lr = lr_factor x linear_scaling_lr(batch_size)
+    lr_factor: float = 1.0
 
 
 @dataclass
@@ -118,6 +131,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     trainer: Any = MISSING  # lightning.Trainer's arguments (conf/trainer/)
     logger: Any = None  # a Lightning logger (conf/logger/)
 
@@ -188,6 +202,8 @@ def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
         if item.metadata.get("how"):
             continue
         value = OmegaConf.select(cfg, key)
+        if value is None:  # not set (study.target outside a study)
+            continue
         # Lists as text: TensorBoard's HParams takes only numbers, strings and booleans.
         values[key] = str(list(value)) if OmegaConf.is_list(value) else plain_value(value)
     return values
@@ -259,9 +275,14 @@ def check_config(cfg: DictConfig) -> None:
         "data.eval_batch_size",
         "data.batches_per_step",
         "model.check_finite_every",
+        "study.every_examples",
     ):
         _positive(key, OmegaConf.select(cfg, key))
+    every = cfg.model.noise_scale_every
+    _require("model.noise_scale_every", every, every >= 0, "use a whole number >= 0 (0: off)")
     _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
+    target = cfg.study.target
+    _require("study.target", target, target is None or 0 < target <= 1, "use 0 < target <= 1")
     _require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")
     hidden = list(model.hidden_sizes)
     _require(

@@ -12,9 +12,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example
+from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
 from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule
 from mnist_mlp.errors import Diverged
+from mnist_mlp.noise import NoiseScale
 
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
 ACTIVATIONS = {
@@ -31,7 +32,8 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Summed over the ten outputs and averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2.
     """
     outputs = torch.softmax(logits, dim=1)
-    targets = F.one_hot(labels, CLASSES).to(outputs.dtype)
+    # One-hot by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py).
+    targets = (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(outputs.dtype)
     return (outputs - targets).pow(2).sum(dim=1).mean()
 
 
@@ -60,10 +62,13 @@ class MLP(LightningModule):
         # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
         self.plain_backward = False  # decided when fitting starts
+        self.measure_noise = False  # likewise
+        self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
+        self.noise = NoiseScale()
         # This epoch's mini-batch losses stay on the device, kept as they come (cheaper than a
         # torchmetrics update: benchmarks/step_cost.py); read every check_finite_every steps
-        # they give the exact step at which a loss stopped being finite, and at the epoch's end
-        # the train loss. No host sync per step.
+        # they give the exact step at which a loss stopped being finite, and train/loss. No host
+        # sync per step.
         self.step_losses: list[torch.Tensor] = []
         self.step_sizes: list[int] = []
         self.checked_steps = 0  # of this epoch, checked to be finite
@@ -79,12 +84,21 @@ class MLP(LightningModule):
         count = sum(parameter.numel() for parameter in self.parameters())
         return f"{'-'.join(map(str, sizes))} {self.hparams.activation}, {count:,} parameters"
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, record: list | None = None) -> torch.Tensor:
+        """The logits; with `record`, each layer's (input, output) is appended to it, the output
+        keeping its gradient after backward (the examples' gradient norms are made of them)."""
         *hidden, output = self.layers  # (slicing a ModuleList would build a new one per call)
         activations = images.flatten(1)
-        for layer in hidden:
-            activations = self.activation(layer(activations))
-        return output(activations)
+        for layer in self.layers:
+            weighted = layer(activations)
+            if record is not None:
+                weighted.retain_grad()
+                record.append((activations, weighted))
+            activations = weighted if layer is output else self.activation(weighted)
+        return activations
+
+    def setup(self, stage: str) -> None:
+        self.fitting = stage == "fit"
 
     def on_fit_start(self) -> None:
         # manual_backward readies DDP's gradient averaging and mixed precision's loss scaling;
@@ -92,47 +106,64 @@ class MLP(LightningModule):
         # SGD step, so the backward is torch's own there (no callback here uses those hooks).
         trainer = self.trainer
         self.plain_backward = trainer.world_size == 1 and trainer.precision in FULL_PRECISION
+        # With DDP the gradient is averaged over the processes' batches but the examples' norms
+        # are each process's own: the two would not belong to one batch size.
+        self.measure_noise = self.hparams.noise_scale_every > 0 and trainer.world_size == 1
 
-    def gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The cost of one mini-batch, with its gradient written into each parameter's .grad."""
+    def gradient(
+        self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The cost of one mini-batch, with its gradient written into each parameter's .grad;
+        with example_norms, also |each example's own gradient|^2."""
         hp = self.hparams
         if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/backprop.py
             backward = BACKWARD_PASSES[hp.backprop]
             slope = DERIVATIVES[hp.activation]
-            weight_grads, bias_grads, logits = backward(
-                self.layers, self.activation, slope, hp.loss, images, labels
+            gradients = backward(
+                self.layers, self.activation, slope, hp.loss, images, labels, example_norms
             )
             for layer, weight_grad, bias_grad in zip(
-                self.layers, weight_grads, bias_grads, strict=True
+                self.layers, gradients.weights, gradients.biases, strict=True
             ):
                 layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
-            return self.loss_fn(logits, labels)
-        loss = self.loss_fn(self(images), labels)
+            return self.loss_fn(gradients.logits, labels), gradients.example_squared_norms
+        record = [] if example_norms else None
+        loss = self.loss_fn(self(images, record), labels)
         if self.plain_backward:
             loss.backward()
         else:
             self.manual_backward(loss)
-        return loss
+        if record is None:
+            return loss, None
+        # Each layer's output gradient is delta_i / B (the cost is the batch mean).
+        inputs, outputs = zip(*record, strict=True)
+        deltas = [output.grad for output in outputs]
+        return loss, squared_norms(deltas, list(inputs)) * len(labels) ** 2
 
     def training_step(
         self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
     ) -> torch.Tensor:
         """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
         optimizer = self.optimizers()
+        every = self.hparams.noise_scale_every
         for images, labels in batch:
             optimizer.zero_grad()
-            loss = self.gradient(images, labels)
+            measure = self.measure_noise and self.global_step % every == 0
+            loss, example_squared = self.gradient(images, labels, measure)
+            if example_squared is not None:
+                self.noise.add([p.grad for p in self.parameters()], example_squared)
             optimizer.step()  # one step of trainer.global_step
             self.step_losses.append(loss.detach())
             self.step_sizes.append(len(labels))
         every = self.hparams.check_finite_every
         last = batch_idx + 1 == self.trainer.num_training_batches
         if last or len(self.step_losses) // every > self.checked_steps // every:
-            self.check_finite()
+            self.check_and_log_steps()
         return loss
 
-    def check_finite(self) -> None:
-        """Stop training at the first non-finite loss among the steps not checked yet."""
+    def check_and_log_steps(self) -> None:
+        """Stop training at the first non-finite loss among the steps not checked yet; else log
+        their mean loss, and the noise scale, at the number of SGD steps taken."""
         losses = torch.stack(self.step_losses[self.checked_steps :])
         finite = torch.isfinite(losses)
         if not finite.all():
@@ -145,7 +176,12 @@ class MLP(LightningModule):
                 f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
                 f"e.g. lr={self.hparams.lr / 10:g}."
             )
+        sizes = torch.tensor(self.step_sizes[self.checked_steps :], device=losses.device)
         self.checked_steps = len(self.step_losses)
+        scalars = {"train/loss": float(losses.mul(sizes).sum() / sizes.sum())}
+        scalars |= self.noise.read(self.global_step)
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.global_step)
 
     def on_train_epoch_start(self) -> None:
         self.step_losses, self.step_sizes, self.checked_steps = [], [], 0
@@ -155,11 +191,19 @@ class MLP(LightningModule):
         self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
 
     def on_train_epoch_end(self) -> None:
-        sizes = torch.tensor(self.step_sizes, device=self.device)
-        self.log("train/loss", torch.stack(self.step_losses).mul(sizes).sum() / sizes.sum())
-        self.log_sgd_step()
+        self.noise.end_epoch()
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # So a resumed run keeps them.
+        checkpoint["noise_scale"] = {"epochs": self.noise.epochs, "trace": self.noise.trace}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.fitting:  # scoring a checkpoint keeps this run's history
+            return
+        saved = checkpoint.get("noise_scale", {})
+        self.noise.epochs, self.noise.trace = saved.get("epochs", []), saved.get("trace", [])
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """Add one batch to the stage's loss and accuracy; return its predicted classes."""

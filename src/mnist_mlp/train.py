@@ -24,6 +24,7 @@ from mnist_mlp.config import hyperparameters, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.model import MLP
+from mnist_mlp.study import StepsToTarget
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
         raise UsageError(
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error}"
         ) from None
+    if cfg.study.target is not None:
+        trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
     if tensorboard:
         trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
     else:
@@ -61,16 +64,28 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
 
 
 def write_metrics(
-    run_dir: Path, cfg: DictConfig, status: str, scores: dict, start: float, epochs_run: int = 0
-) -> dict[str, float | int | str | bool | None]:
-    """metrics.json: status (ok, diverged, interrupted, failed), scores, settings, wall seconds."""
+    run_dir: Path,
+    cfg: DictConfig,
+    status: str,
+    scores: dict,
+    start: float,
+    trainer: Trainer | None = None,
+) -> dict:
+    """metrics.json: status (ok, diverged, interrupted, failed), scores, settings, wall seconds;
+    the noise scale's epoch means and the steps to study.target, when measured."""
     metrics = {"status": status} | {name: scores.get(name) for name in (*SCORES, BEST)}
     # The thread count changes float rounding: part of what reproduces a run exactly.
     metrics |= hyperparameters(cfg) | {
-        "epochs_run": epochs_run,
+        "epochs_run": trainer.current_epoch if trainer else 0,
         "torch_threads": torch.get_num_threads(),
     }
     metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
+    if trainer is not None:
+        if trainer.lightning_module.noise.epochs:
+            metrics |= trainer.lightning_module.noise.record()
+        for callback in trainer.callbacks:
+            if isinstance(callback, StepsToTarget):
+                metrics |= callback.record()
     if rank_zero_only.rank == 0:  # with DDP, the first process writes the run's files
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         hparams.end(run_dir, status)
@@ -101,7 +116,7 @@ def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
     return f"Training stopped in epoch {trainer.current_epoch}: {kept}."
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool | None]:
+def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and test one run into run_dir; return what metrics.json holds."""
     start = time.perf_counter()
     if cfg.ckpt_path is not None:  # a damaged checkpoint is named before any other work
@@ -128,16 +143,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float | int | str | bool 
         )[0]
     except Diverged:
         best = best_entry(trainer, run_dir)
-        write_metrics(run_dir, cfg, "diverged", best, start, trainer.current_epoch)
+        write_metrics(run_dir, cfg, "diverged", best, start, trainer)
         raise
     except SystemExit as stop:  # how Lightning ends after Ctrl-C (SIGINT) or SIGTERM
         if not trainer.interrupted:
             raise
         signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
         best = best_entry(trainer, run_dir)
-        write_metrics(run_dir, cfg, "interrupted", best, start, trainer.current_epoch)
+        write_metrics(run_dir, cfg, "interrupted", best, start, trainer)
         raise Interrupted(interrupted(trainer, run_dir, fitted), 128 + signal_number) from None
-    metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer.current_epoch)
+    metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer)
     if trainer.is_global_zero:
         log.info(
             "\n".join(
