@@ -160,6 +160,19 @@ for name, node in (
 ):
     ConfigStore.instance().store(name=name, node=node)
 
+# experiment=batch_size's lr grid (study.lr_factor times this diagonal; docs/batch-size.md).
+LR_AT_64, LR_CAP = 0.2, 0.4
+
+
+def linear_scaling_lr(batch_size: int, factor: float) -> float:
+    """`factor` times an lr that grows in proportion to the batch (the same step per example
+    seen: linear scaling), LR_AT_64 at batch 64, and stops growing at LR_CAP, where plain SGD
+    on this MLP starts to diverge whatever the batch."""
+    return factor * min(LR_AT_64 * batch_size / 64, LR_CAP)
+
+
+OmegaConf.register_new_resolver("linear_scaling_lr", linear_scaling_lr, replace=True)
+
 # A resumed run may run on other devices, or show its progress otherwise; anything else in
 # trainer.* would change what is trained.
 TRAINER_KEYS_FREE_ON_RESUME = ("accelerator", "devices", "enable_progress_bar")

@@ -26,8 +26,11 @@ class StepsToTarget(Callback):
         self.training_seconds = 0.0
         self.clock = 0.0
         self.training = False
+        self.training_size = 0
+        self.fitting = False
 
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.training_size = len(trainer.datamodule.splits["train"][1])
         self.epoch_start_step = trainer.global_step
         self.clock, self.training = time.perf_counter(), True
 
@@ -38,20 +41,23 @@ class StepsToTarget(Callback):
     def on_validation_end(self, trainer: Trainer, module: LightningModule) -> None:
         self.clock = time.perf_counter()
 
+    def setup(self, trainer: Trainer, module: LightningModule, stage: str) -> None:
+        self.fitting = stage == "fit"  # before a checkpoint's state is loaded
+
     def state_dict(self) -> dict:
         """Kept in checkpoints, so a resumed job goes on counting."""
         keys = ("reached", "next_check", "training_seconds")
         return {key: getattr(self, key) for key in keys}
 
     def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
+        if self.fitting:  # not when the best checkpoint is scored: this run's record stays
+            self.__dict__.update(state)
 
     def examples_seen(self, trainer: Trainer) -> int:
         # Every mini-batch but an epoch's last is full, so the epoch's steps so far were.
-        training_size = len(trainer.datamodule.splits["train"][1])
         batch_size = trainer.datamodule.hparams.batch_size
         steps = trainer.global_step - self.epoch_start_step
-        return trainer.current_epoch * training_size + steps * batch_size
+        return trainer.current_epoch * self.training_size + steps * batch_size
 
     def on_before_optimizer_step(self, trainer, module: LightningModule, optimizer) -> None:
         """Called before each SGD step: global_step steps have been taken."""
@@ -61,8 +67,7 @@ class StepsToTarget(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         if not self.reached:  # after the epoch's last step
-            training_size = len(trainer.datamodule.splits["train"][1])
-            self.check(trainer, module, (trainer.current_epoch + 1) * training_size)
+            self.check(trainer, module, (trainer.current_epoch + 1) * self.training_size)
 
     def check(self, trainer: Trainer, module: LightningModule, examples: int) -> None:
         now = time.perf_counter()
@@ -78,7 +83,7 @@ class StepsToTarget(Callback):
             self.reached = {
                 "steps": trainer.global_step,
                 "examples": examples,
-                "seconds": round(self.training_seconds, 2),
+                "seconds": self.training_seconds,
             }
             log.info(
                 f"val/acc {accuracy:.4f} reached the target {self.target} after "
@@ -92,6 +97,7 @@ class StepsToTarget(Callback):
     def record(self) -> dict[str, float | int | bool | None]:
         """For metrics.json: whether and when the target was reached."""
         return {
+            "train_examples": self.training_size,  # a batch this large is full-batch GD
             "target_reached": bool(self.reached),
             **{f"target_{key}": self.reached.get(key) for key in ("steps", "examples", "seconds")},
         }

@@ -1,4 +1,5 @@
-"""A sweep at a glance: summary.csv, summary.md (best first) and heatmap.png of val/acc.
+"""A sweep at a glance: summary.csv, summary.md (best first) and heatmap.png of val/acc; for a
+batch-size study also batch_size.md and .png (mnist_mlp.batch_size_report).
 
 Written by the Hydra callback when a multirun ends, or rebuilt for any sweep dir with
     python -m mnist_mlp.summary outputs/multirun/<date>/<time>
@@ -17,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+
+from mnist_mlp.batch_size_report import write_report  # noqa: E402
 
 SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
 
@@ -166,6 +169,9 @@ def main() -> None:
         raise SystemExit(f"{error}: give the folder a multirun wrote.") from None
     failed = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows)} jobs ({failed} not ok): {sweep_dir}/summary.md, heatmap.png, summary.csv")
+    answer = write_report(sweep_dir)
+    if answer:
+        print(f"A batch-size study: {sweep_dir}/batch_size.md, batch_size.png\n{answer}")
 
 
 if __name__ == "__main__":
