@@ -5,7 +5,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from mnist_mlp.config import dropped_groups  # importing it registers conf/'s train_schema
+# Importing mnist_mlp.config registers conf/'s train_schema.
+from mnist_mlp.config import dropped_groups, resume_in_place
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -17,4 +18,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     sys.argv = dropped_groups(sys.argv)  # logger=null: no logger
+    sys.argv = resume_in_place(sys.argv)  # a resumed run writes only into its own run dir
     main()

@@ -391,3 +391,19 @@ def test_resuming_from_a_damaged_checkpoint_names_it_and_adds_nothing(
     with pytest.raises(UsageError, match=f"ckpt_path={damaged} is not a readable mnist-mlp"):
         train(make_cfg("epochs=1", f"ckpt_path={damaged}"), damaged.parent.parent)
     assert sorted(p.name for p in damaged.parent.parent.rglob("*")) == before
+
+
+def test_a_resumed_run_writes_only_into_its_own_run_dir(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    settings = (*TINY, f"data.root={data_root}", "model.lr_schedule=constant")
+    run_main(*settings, "epochs=1", f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch)
+    saved_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    run_main(*settings, "epochs=2", f"ckpt_path={last}", monkeypatch=monkeypatch)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no outputs/
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
+    assert "Resuming" in (run_dir / "train.log").read_text()  # the resume's log, appended
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config

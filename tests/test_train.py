@@ -224,6 +224,14 @@ def test_debug_presets_do_what_their_names_say(
         assert "FIT Profiler Report" in caplog.text
 
 
+def test_debug_overfit_learns_one_mini_batch_by_heart(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    train(make_cfg("debug=overfit", "epochs=40"), tmp_path)
+    accuracy = [event.value for event in events(tmp_path).Scalars("train/acc")]
+    assert len(accuracy) == 40 and accuracy[0] < 0.5 and accuracy[-1] == 1.0
+
+
 def test_other_loggers_run_without_the_tensorboard_only_parts(
     make_cfg: Callable[..., DictConfig],
     data_root: Path,

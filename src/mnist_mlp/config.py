@@ -254,6 +254,19 @@ def dropped_groups(argv: list[str]) -> list[str]:
     ]
 
 
+def resume_in_place(argv: list[str]) -> list[str]:
+    """The command line of a run resumed from <run dir>/checkpoints/last.ckpt, made to continue
+    in that run dir: Hydra then logs into its train.log and creates no new folder, nor a new
+    .hydra/ (the run's own config stays, for the next resume's comparison)."""
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("hydra.run.dir=") for a in argv):
+        return argv
+    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("ckpt_path=")]
+    run_dir = Path(given[-1]).resolve().parent.parent if given else None
+    if run_dir is None or not (run_dir / ".hydra" / "config.yaml").is_file():
+        return argv  # run.py says what is wrong with ckpt_path
+    return [*argv, f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=null"]
+
+
 def require_given(cfg: DictConfig, usage: str) -> None:
     """Refuse a config whose mandatory keys (???) were not given, with the command's usage."""
     missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]

@@ -71,6 +71,7 @@ class MLP(LightningModule):
         # sync per step.
         self.step_losses: list[torch.Tensor] = []
         self.step_sizes: list[int] = []
+        self.step_correct: list[torch.Tensor] = []  # each step's correctly classified examples
         self.checked_steps = 0  # of this epoch, checked to be finite
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
@@ -112,9 +113,9 @@ class MLP(LightningModule):
 
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The cost of one mini-batch, with its gradient written into each parameter's .grad;
-        with example_norms, also |each example's own gradient|^2."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The cost of one mini-batch and its logits, with its gradient written into each
+        parameter's .grad; with example_norms, also |each example's own gradient|^2."""
         hp = self.hparams
         if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/backprop.py
             backward = BACKWARD_PASSES[hp.backprop]
@@ -126,19 +127,21 @@ class MLP(LightningModule):
                 self.layers, gradients.weights, gradients.biases, strict=True
             ):
                 layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
-            return self.loss_fn(gradients.logits, labels), gradients.example_squared_norms
+            loss = self.loss_fn(gradients.logits, labels)
+            return loss, gradients.logits, gradients.example_squared_norms
         record = [] if example_norms else None
-        loss = self.loss_fn(self(images, record), labels)
+        logits = self(images, record)
+        loss = self.loss_fn(logits, labels)
         if self.plain_backward:
             loss.backward()
         else:
             self.manual_backward(loss)
         if record is None:
-            return loss, None
+            return loss, logits, None
         # Each layer's output gradient is delta_i / B (the cost is the batch mean).
         inputs, outputs = zip(*record, strict=True)
         deltas = [output.grad for output in outputs]
-        return loss, squared_norms(deltas, list(inputs)) * len(labels) ** 2
+        return loss, logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
 
     def training_step(
         self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
@@ -149,12 +152,13 @@ class MLP(LightningModule):
         for images, labels in batch:
             optimizer.zero_grad()
             measure = self.measure_noise and self.global_step % every == 0
-            loss, example_squared = self.gradient(images, labels, measure)
+            loss, logits, example_squared = self.gradient(images, labels, measure)
             if example_squared is not None:
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
             optimizer.step()  # one step of trainer.global_step
             self.step_losses.append(loss.detach())
             self.step_sizes.append(len(labels))
+            self.step_correct.append((logits.detach().argmax(1) == labels).sum())
         every = self.hparams.check_finite_every
         last = batch_idx + 1 == self.trainer.num_training_batches
         if last or len(self.step_losses) // every > self.checked_steps // every:
@@ -184,13 +188,17 @@ class MLP(LightningModule):
             logger.log_metrics(scalars, step=self.global_step)
 
     def on_train_epoch_start(self) -> None:
-        self.step_losses, self.step_sizes, self.checked_steps = [], [], 0
+        self.step_losses, self.step_sizes, self.step_correct, self.checked_steps = [], [], [], 0
 
     def log_sgd_step(self) -> None:
         """Put scalars at the number of SGD steps taken, whatever the mini-batches per step."""
         self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
 
     def on_train_epoch_end(self) -> None:
+        # The epoch's mini-batches as they came, each classified before its SGD step.
+        correct = float(torch.stack(self.step_correct).sum()) / sum(self.step_sizes)
+        for logger in self.loggers:
+            logger.log_metrics({"train/acc": correct}, step=self.global_step)
         self.noise.end_epoch()
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
