@@ -199,7 +199,7 @@ def test_resuming_with_other_settings_is_refused(
             monkeypatch=monkeypatch,
         )
     assert stopped.value.code == 1
-    assert "trained with lr=0.1, but this run says lr=0.5" in capsys.readouterr().err
+    assert "trained with lr=0.2, but this run says lr=0.5" in capsys.readouterr().err
 
 
 def test_a_finished_sweep_dir_is_never_overwritten(
