@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
@@ -120,7 +121,9 @@ def test_an_unknown_key_keeps_hydras_error(
 def test_divergence_stops_the_run_at_the_step_and_records_it(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    with pytest.raises(Diverged, match=r"at step \d+ \(epoch 0, mini-batch \d+\).*smaller lr"):
+    # The suggested lr is one the batch-size study found stable at batch 32, not 1e5.
+    stable = r"smaller lr, e\.g\. lr=0\.1\.$"
+    with pytest.raises(Diverged, match=r"at step \d+ \(epoch 0, mini-batch \d+\).*" + stable):
         train(make_cfg("lr=1e6", "epochs=3"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["epochs_run"] == 0
@@ -407,3 +410,21 @@ def test_a_resumed_run_writes_only_into_its_own_run_dir(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
     assert "Resuming" in (run_dir / "train.log").read_text()  # the resume's log, appended
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config
+
+
+def test_an_accelerator_this_machine_lacks_is_refused_naming_those_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as stopped:
+        run_main(
+            f"data.root={tmp_path / 'nowhere'}",  # not read: the trainer is refused first
+            "trainer.accelerator=gpu",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            monkeypatch=monkeypatch,
+        )
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "trainer.* settings: " in err and "(this machine has: cpu" in err
+    assert "files are missing" not in err

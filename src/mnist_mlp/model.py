@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
-from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule
+from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule, linear_scaling_lr
 from mnist_mlp.errors import Diverged
 from mnist_mlp.noise import NoiseScale
 
@@ -178,7 +178,7 @@ class MLP(LightningModule):
                 f"The loss became {losses[first].item()} at step {step} "
                 f"(epoch {self.current_epoch}, mini-batch {batch}) "
                 f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
-                f"e.g. lr={self.hparams.lr / 10:g}."
+                f"e.g. lr={self.stable_lr():g}."
             )
         sizes = torch.tensor(self.step_sizes[self.checked_steps :], device=losses.device)
         self.checked_steps = len(self.step_losses)
@@ -186,6 +186,11 @@ class MLP(LightningModule):
         scalars |= self.noise.read(self.global_step)
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.global_step)
+
+    def stable_lr(self) -> float:
+        """An lr to suggest after a divergence: a tenth of this one, or the lr the batch-size
+        study found stable and near-best at this batch size, whichever is smaller."""
+        return min(self.hparams.lr / 10, linear_scaling_lr(self.hparams.batch_size, 1))
 
     def on_train_epoch_start(self) -> None:
         self.step_losses, self.step_sizes, self.step_correct, self.checked_steps = [], [], [], 0

@@ -109,17 +109,19 @@ def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
         best = next((row for row in _best_first(rows) if row["status"] == "ok"), None)
         if best is not None:  # a frame around the best cell
             i, j = ys.index(best[y_key]), xs.index(best[x_key])
-            axes.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="red"))
+            # Magenta: seen on every colour of the map, and not the red of failed cells.
+            axes.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="magenta"))
         figure.colorbar(image, label="val/acc")
         for i, j in ((i, j) for i in range(len(ys)) for j in range(len(xs))):
             failed = math.isnan(grid[i][j])
+            bright = not failed and image.norm(grid[i][j]) > 0.5  # viridis turns yellow there
             axes.text(
                 j,
                 i,
                 labels[i][j],
                 ha="center",
                 va="center",
-                color="red" if failed else "white",
+                color="red" if failed else "black" if bright else "white",
                 weight="bold" if failed else None,
             )
         axes.set_xticks(range(len(xs)), xs)
@@ -127,7 +129,9 @@ def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
         axes.set_xlabel(x_key)
         axes.set_ylabel(y_key)
         others = f" (best over {', '.join(swept[2:])})" if len(swept) > 2 else ""
-        axes.set_title(f"val/acc by {y_key} and {x_key}{others}\nbest framed, failed in red")
+        axes.set_title(
+            f"val/acc by {y_key} and {x_key}{others}\nbest framed in magenta, failed in red"
+        )
     else:
         key = swept[0] if swept else "job"
         ordered = sorted(rows, key=lambda row: _value(str(row[key])))

@@ -34,6 +34,16 @@ VAL = ("val/acc", "val/loss")
 BEST = "best_checkpoint"  # in metrics.json: the best checkpoint by val/acc, relative to the run dir
 
 
+def accelerators() -> list[str]:
+    """What trainer.accelerator can be on this machine."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append(f"gpu ({torch.cuda.device_count()} CUDA device(s))")
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
@@ -44,7 +54,8 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
         trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
     except InstantiationException as error:
         raise UsageError(
-            f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error}"
+            f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error} "
+            f"(this machine has: {', '.join(accelerators())})"
         ) from None
     if cfg.study.target is not None:
         trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
