@@ -224,6 +224,16 @@ def test_debug_presets_do_what_their_names_say(
         assert "FIT Profiler Report" in caplog.text
 
 
+def test_the_lr_and_a_train_val_chart_are_in_tensorboard(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    train(make_cfg("epochs=3", "lr=0.3"), tmp_path)  # cosine: 0.3, 0.225, 0.075
+    logged = events(tmp_path)
+    lrs = [(event.step, round(event.value, 4)) for event in logged.Scalars("train/lr")]
+    assert lrs == [(0, 0.3), (16, 0.225), (32, 0.075)]
+    assert "custom_scalars__config__" in logged.Tags()["tensors"]
+
+
 def test_debug_overfit_learns_one_mini_batch_by_heart(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:

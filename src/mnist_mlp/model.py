@@ -193,6 +193,10 @@ class MLP(LightningModule):
         return min(self.hparams.lr / 10, linear_scaling_lr(self.hparams.batch_size, 1))
 
     def on_train_epoch_start(self) -> None:
+        # The lr this epoch's steps take (the cosine schedule moves it once per epoch).
+        lr = self.optimizers().optimizer.param_groups[0]["lr"]
+        for logger in self.loggers:
+            logger.log_metrics({"train/lr": lr}, step=self.global_step)
         self.step_losses, self.step_sizes, self.step_correct, self.checked_steps = [], [], [], 0
 
     def log_sgd_step(self) -> None:

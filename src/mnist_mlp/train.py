@@ -31,7 +31,14 @@ log = logging.getLogger(__name__)
 # What each run is judged by in metrics.json: the best checkpoint's (by val/acc) scores.
 SCORES = ("val/acc", "val/loss", "test/acc", "test/loss")
 VAL = ("val/acc", "val/loss")
-BEST = "best_checkpoint"  # in metrics.json: the best checkpoint by val/acc, relative to the run dir
+BEST = "best_checkpoint"
+# Train and validation curves on one chart each.
+CHARTS = {
+    "train and val": {
+        "loss": ["Multiline", ["train/loss", "val/loss"]],
+        "accuracy": ["Multiline", ["train/acc", "val/acc"]],
+    }
+}  # in metrics.json: the best checkpoint by val/acc, relative to the run dir
 
 
 def accelerators() -> list[str]:
@@ -71,6 +78,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
         logger.log_hyperparams(hyperparameters(cfg))  # hparams.yaml beside the logs
         if tensorboard:
             hparams.declare(run_dir, hyperparameters(cfg))
+            logger.experiment.add_custom_scalars(CHARTS)  # TensorBoard's Custom Scalars tab
     return datamodule, model, trainer
 
 
