@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,6 +175,32 @@ def test_an_empty_gz_leaves_no_empty_file_behind(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=f"{packed} decompresses to nothing"):
         datamodule(tmp_path)
     assert not packed.with_suffix("").exists() and not list(packed.parent.glob("*.partial"))
+
+
+def test_a_plain_file_older_than_its_gz_is_unpacked_again(tmp_path: Path) -> None:
+    """A damaged plain copy, then a good .gz put beside it: the .gz wins."""
+    write_dataset(tmp_path, packed=True)
+    raw = tmp_path / "MNIST" / "raw"
+    plain = raw / "train-labels-idx1-ubyte"
+    plain.write_bytes(b"stale")
+    packed = raw / "train-labels-idx1-ubyte.gz"
+    os.utime(plain, ns=(1, 1))  # older than the .gz
+    datamodule(tmp_path)
+    assert plain.read_bytes() == gzip.decompress(packed.read_bytes())
+
+
+def test_a_stale_plain_file_in_a_read_only_folder_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_dataset(tmp_path, packed=True)
+    datamodule(tmp_path)  # unpacks them all
+    raw = tmp_path / "MNIST" / "raw"
+    plain = raw / "train-labels-idx1-ubyte"
+    plain.write_bytes(b"stale")
+    os.utime(plain, ns=(1, 1))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as if read-only (even for root)
+    with pytest.raises(UsageError, match=f"{plain} is older than .* delete {plain}"):
+        datamodule(tmp_path)
 
 
 def test_a_root_that_is_a_file_is_named_as_one(tmp_path: Path) -> None:

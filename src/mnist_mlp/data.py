@@ -10,6 +10,7 @@ import functools
 import gzip
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +116,8 @@ def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
             f"{dataset}/raw/."
         )
     raw = root / dataset / "raw"
+    for name in raw_files(dataset):
+        _refresh_stale(raw / name, raw / f"{name}.gz")
     missing = [name for name in raw_files(dataset) if not (raw / name).is_file()]
     for name in list(missing):
         packed = raw / f"{name}.gz"
@@ -131,6 +134,27 @@ def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
         f"Place the four IDX files {', '.join(raw_files(dataset))} there (plain or .gz), "
         f"or set data.root to the folder that holds {dataset}/raw/ (README: Offline data)."
     )
+
+
+def _refresh_stale(plain: Path, packed: Path) -> None:
+    """A plain IDX file older than the .gz beside it may be a stale copy (a good .gz put there
+    later): unpack the .gz again, or, in a folder that cannot be written, compare the sizes
+    (a .gz ends with its unpacked size) and say which file to delete if they differ."""
+    if not (plain.is_file() and packed.is_file()):
+        return
+    if packed.stat().st_mtime_ns <= plain.stat().st_mtime_ns:
+        return
+    if os.access(plain.parent, os.W_OK):
+        _gunzip(packed, plain)
+        return
+    with open(packed, "rb") as file:
+        file.seek(-4, os.SEEK_END)
+        unpacked_size = int.from_bytes(file.read(4), "little")  # modulo 2**32: these are smaller
+    if unpacked_size != plain.stat().st_size:
+        raise UsageError(
+            f"{plain} is older than {packed.name} beside it and holds other data; delete "
+            f"{plain} (or {packed}) so that the two agree."
+        )
 
 
 def _gunzip(packed: Path, target: Path) -> None:
