@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist_mlp.pictures import log_histogram
+from mnist_mlp.pictures import class_names, confusion_image, log_histogram, misclassified_grid
 from mnist_mlp.train import train
 
 
@@ -28,6 +28,22 @@ def test_a_run_logs_pictures_and_histograms(
         logged["images"]
     )
     assert {"layer1/weight", "layer1/weight.grad", "layer2/bias.grad"} <= set(logged["histograms"])
+    # The initial weights too, at step 0: the first epoch's change shows.
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload()
+    assert [event.step for event in events.Histograms("layer1/weight")] == [0, 16]
+    assert [event.step for event in events.Histograms("layer1/weight.grad")] == [16]
+
+
+def test_pictures_name_the_classes_of_fashion_mnist() -> None:
+    names = class_names("FashionMNIST")
+    assert names[:2] == ["T-shirt/top", "Trouser"] and class_names("MNIST")[7] == "7"
+    labels, predicted = torch.tensor([0, 1, 9]), torch.tensor([6, 1, 7])
+    images = torch.rand(3, 28, 28)
+    grid = misclassified_grid(images, labels, predicted, names)
+    digits = misclassified_grid(images, labels, predicted, class_names("MNIST"))
+    assert grid.shape[1] > digits.shape[1]  # wider tiles with two caption lines for words
+    with_legend = confusion_image(labels, predicted, names)
+    assert with_legend.shape[1] > confusion_image(labels, predicted, class_names("MNIST")).shape[1]
 
 
 def test_histograms_can_be_switched_off(

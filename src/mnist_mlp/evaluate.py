@@ -20,7 +20,7 @@ from PIL import Image
 from mnist_mlp.config import CONF_DIR, plain
 from mnist_mlp.data import DATASETS
 from mnist_mlp.errors import UsageError
-from mnist_mlp.pictures import confusion_image
+from mnist_mlp.pictures import class_names, confusion_image
 from mnist_mlp.predict import as_command, best_checkpoint, load, quiet_trainer
 
 
@@ -41,7 +41,8 @@ def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict
     correct = (predicted == labels).float()
     names = DATASETS[datamodule.dataset].classes  # torchvision's: "7 - seven", "Sneaker", ...
     per_class = {name: correct[labels == k].mean().item() for k, name in enumerate(names)}
-    picture = confusion_image(labels, predicted).permute(1, 2, 0).numpy()
+    picture = confusion_image(labels, predicted, class_names(datamodule.dataset))
+    picture = picture.permute(1, 2, 0).numpy()
     Image.fromarray(picture).save(ckpt.with_name(ckpt.name + ".confusion.png"))
     return scores | {"per_class_acc": per_class}
 

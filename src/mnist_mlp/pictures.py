@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
 from mnist_mlp.backprop import DERIVATIVES, example_gradient_norms
+from mnist_mlp.data import DATASETS
 from mnist_mlp.model import CLASSES
 
 FONT = ImageFont.load_default()
@@ -29,29 +30,50 @@ def _text(draw: ImageDraw.ImageDraw, centre: tuple[float, float], text: str, fil
     draw.text(position, text, fill=fill, font=FONT)
 
 
+def class_names(dataset: str) -> list[str]:
+    """The digits for MNIST; torchvision's names otherwise (Fashion-MNIST: T-shirt/top, ...)."""
+    return (
+        [str(digit) for digit in range(CLASSES)]
+        if dataset == "MNIST"
+        else DATASETS[dataset].classes
+    )
+
+
 def misclassified_grid(
-    images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor
+    images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor, names: list[str]
 ) -> torch.Tensor:
-    """Up to 64 misclassified digits, each in its own grey range, captioned "true -> predicted"."""
+    """Up to 64 misclassified images, each in its own grey range, captioned "true -> predicted"
+    (class names on two lines when they are words)."""
+    words = max(map(len, names)) > 1
+    scale, lines = (3, [0, 1]) if words else (2, [0])
+    width = 28 * scale
     tiles = []
     for index in (predicted != labels).nonzero().flatten()[:64].tolist():
         digit = images[index].float().cpu()
         digit = (digit - digit.min()) / (digit.max() - digit.min()).clamp_min(1e-6)
-        caption = Image.new("L", (56, 14))
-        _text(ImageDraw.Draw(caption), (28, 7), f"{labels[index]} -> {predicted[index]}", 255)
+        true, guess = names[labels[index]], names[predicted[index]]
+        texts = [true, f"-> {guess}"] if words else [f"{true} -> {guess}"]
+        caption = Image.new("L", (width, 14 * len(lines)))
+        for line in lines:
+            _text(ImageDraw.Draw(caption), (width / 2, 7 + 14 * line), texts[line], 255)
         caption = torch.from_numpy(np.asarray(caption, dtype=np.float32) / 255)
-        tiles.append(torch.cat([caption, digit.repeat_interleave(2, 0).repeat_interleave(2, 1)]))
+        big = digit.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        tiles.append(torch.cat([caption, big]))
     if not tiles:  # every test image right
-        tiles = [torch.zeros(70, 56)]
+        tiles = [torch.zeros(14 * len(lines) + width, width)]
     return make_grid(torch.stack(tiles)[:, None], nrow=8, padding=2, pad_value=0.5)
 
 
-def confusion_image(labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-    """Rows: the true class; columns: the predicted class; every cell shows its count."""
+def confusion_image(
+    labels: torch.Tensor, predicted: torch.Tensor, names: list[str]
+) -> torch.Tensor:
+    """Rows: the true class; columns: the predicted class; every cell shows its count. Classes
+    with names are numbered, with the names listed below."""
     counts = multiclass_confusion_matrix(predicted, labels, CLASSES).cpu()
     cell, margin = 40, 44
     side = margin + cell * CLASSES + 4
-    image = Image.new("RGB", (side, side), "white")
+    legend = [f"{number}: {name}" for number, name in enumerate(names)] if names[0] != "0" else []
+    image = Image.new("RGB", (side, side + 14 * ((len(legend) + 1) // 2)), "white")
     draw = ImageDraw.Draw(image)
     _text(draw, (margin + cell * CLASSES / 2, 9), "predicted", "black")
     _text(draw, (16, 9), "true", "black")
@@ -68,6 +90,9 @@ def confusion_image(labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tens
             _text(
                 draw, (x + cell / 2, y + cell / 2), str(count), "white" if share > 0.5 else "black"
             )
+    for number, entry in enumerate(legend):  # two columns
+        column, row = number % 2, number // 2
+        draw.text((margin + column * (side - margin) / 2, side + 14 * row), entry, fill="black")
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 
@@ -102,9 +127,24 @@ def log_histogram(writer: SummaryWriter, tag: str, values: torch.Tensor, step: i
     )
 
 
+def log_layers(writer: SummaryWriter, module: LightningModule, step: int) -> None:
+    """Histograms of each layer's weights and biases, and of their gradients when they have one."""
+    for number, layer in enumerate(module.layers, start=1):
+        for name, parameter in (("weight", layer.weight), ("bias", layer.bias)):
+            log_histogram(writer, f"layer{number}/{name}", parameter, step)
+            if parameter.grad is not None:
+                log_histogram(writer, f"layer{number}/{name}.grad", parameter.grad, step)
+
+
 class Pictures(Callback):
     def __init__(self, hidden_units: int, histograms: bool) -> None:
         self.hidden_units, self.histograms = hidden_units, histograms
+
+    def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
+        # The initial weights, at step 0, so that the first epoch's change shows.
+        fresh = trainer.global_step == 0  # not a resumed run
+        if self.histograms and fresh and trainer.is_global_zero and trainer.logger is not None:
+            log_layers(trainer.logger.experiment, module, 0)
 
     def on_train_batch_end(
         self, trainer: Trainer, module: LightningModule, outputs, batch, batch_idx: int
@@ -115,13 +155,7 @@ class Pictures(Callback):
         if not (self.histograms and last and trainer.is_global_zero) or trainer.logger is None:
             return
         writer = trainer.logger.experiment
-        for number, layer in enumerate(module.layers, start=1):
-            for name, parameter in (("weight", layer.weight), ("bias", layer.bias)):
-                log_histogram(writer, f"layer{number}/{name}", parameter, trainer.global_step)
-                if parameter.grad is not None:
-                    log_histogram(
-                        writer, f"layer{number}/{name}.grad", parameter.grad, trainer.global_step
-                    )
+        log_layers(writer, module, trainer.global_step)
         # How much the examples' desired changes disagree: the length of each example's own
         # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
         *_, (images, labels) = batch
@@ -137,8 +171,10 @@ class Pictures(Callback):
         writer, step = trainer.logger.experiment, trainer.global_step
         predicted = torch.cat(module.test_predictions)  # the test split in order (or its start)
         images, labels = (split[: len(predicted)] for split in trainer.datamodule.splits["test"])
-        writer.add_image("test/misclassified", misclassified_grid(images, labels, predicted), step)
-        writer.add_image("test/confusion_matrix", confusion_image(labels, predicted), step)
+        names = class_names(trainer.datamodule.hparams.dataset)
+        misclassified = misclassified_grid(images, labels, predicted, names)
+        writer.add_image("test/misclassified", misclassified, step)
+        writer.add_image("test/confusion_matrix", confusion_image(labels, predicted, names), step)
         if len(module.layers) > 1:  # a hidden layer exists
             weights = module.layers[0].weight[: self.hidden_units].detach().cpu()
             grid = make_grid(weights.view(-1, 1, 28, 28), nrow=8, normalize=True, scale_each=True)
