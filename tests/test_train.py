@@ -18,6 +18,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from mnist_mlp import hparams
 from mnist_mlp.errors import Diverged
 from mnist_mlp.predict import best_checkpoint
+from mnist_mlp.progress import SGDStepsProgressBar
 from mnist_mlp.train import SCORES, build, train
 from tests.conftest import ROOT, TINY, run_cli, run_main
 
@@ -222,6 +223,19 @@ def test_debug_presets_do_what_their_names_say(
     assert trainer.global_step == sgd_steps and trainer.current_epoch == epochs_run
     if preset == "profiler":
         assert "FIT Profiler Report" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps"),
+    # 500 images in batches of 8: 63 SGD steps an epoch, 32 to a Lightning step by default.
+    [(("batch_size=8",), 63), (("batch_size=8", "+trainer.limit_train_batches=5"), 5)],
+)
+def test_the_progress_bar_counts_sgd_steps(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, overrides: tuple, steps: int
+) -> None:
+    trainer, _ = fit(make_cfg, tmp_path, "epochs=1", *overrides)
+    (bar,) = [cb for cb in trainer.callbacks if isinstance(cb, SGDStepsProgressBar)]
+    assert bar.train_progress_bar.total == bar.train_progress_bar.n == steps
 
 
 def test_the_lr_and_a_train_val_chart_are_in_tensorboard(

@@ -97,6 +97,11 @@ class TrainingSteps:
     def __len__(self) -> int:
         return math.ceil(self.examples / (self.batch_size * self.per_step))
 
+    @property
+    def mini_batches(self) -> int:
+        """SGD steps in a whole epoch."""
+        return math.ceil(self.examples / self.batch_size)
+
     def __iter__(self) -> Iterator[MiniBatches]:
         order = self.order().to(self.images.device)
         for index in order.split(self.batch_size * self.per_step):
