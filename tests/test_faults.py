@@ -311,19 +311,34 @@ def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
     assert {k: extended[k] for k in SCORES} == {k: straight[k] for k in SCORES}
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("+trainer.enable_progress_bar=false", "settings: Trainer was configured with"),
+        pytest.param(  # the sentence names the accelerators this machine has
+            "trainer.accelerator=gpu",
+            "(this machine has: cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
+    ],
+)
 def test_trainer_settings_lightning_refuses_end_in_one_sentence_before_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    setting: str,
+    said: str,
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
         run_main(
             f"data.root={tmp_path / 'nowhere'}",  # not read: the trainer is refused first
-            "+trainer.enable_progress_bar=false",
+            setting,
             f"hydra.run.dir={tmp_path / 'run'}",
             monkeypatch=monkeypatch,
         )
     assert stopped.value.code == 1
     err = capsys.readouterr().err
-    assert "lightning.Trainer refused the trainer.* settings: Trainer was configured with" in err
+    assert "lightning.Trainer refused the trainer.* settings: " in err and said in err
     assert "Traceback" not in err and "files are missing" not in err
 
 
@@ -410,21 +425,3 @@ def test_a_resumed_run_writes_only_into_its_own_run_dir(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
     assert "Resuming" in (run_dir / "train.log").read_text()  # the resume's log, appended
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config
-
-
-def test_an_accelerator_this_machine_lacks_is_refused_naming_those_it_has(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    with pytest.raises(SystemExit) as stopped:
-        run_main(
-            f"data.root={tmp_path / 'nowhere'}",  # not read: the trainer is refused first
-            "trainer.accelerator=gpu",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            monkeypatch=monkeypatch,
-        )
-    assert stopped.value.code == 1
-    err = capsys.readouterr().err
-    assert "trainer.* settings: " in err and "(this machine has: cpu" in err
-    assert "files are missing" not in err

@@ -94,6 +94,25 @@ def test_one_swept_key_gives_bars(tmp_path: Path) -> None:
         picture.verify()
 
 
+def test_a_sweep_over_seeds_shows_mean_and_spread_not_the_luckiest_seed(tmp_path: Path) -> None:
+    scores = {("0.1", "1"): 0.80, ("0.1", "2"): 0.90, ("0.2", "1"): 0.86, ("0.2", "2"): None}
+    for job, ((lr, seed), score) in enumerate(scores.items()):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        overrides = f"- lr={lr}\n- seed={seed}\n"
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(overrides)
+        metrics = {"status": "ok" if score else "diverged", "val/acc": score}
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(metrics))
+    summary.summarise(tmp_path)
+    page = (tmp_path / "summary.md").read_text()
+    over_seeds = page.split("## Over the seeds, best mean first")[1]
+    # lr=0.2's one good seed (0.86) ranks above lr=0.1's mean (0.85), whose best seed was 0.90.
+    assert over_seeds.index("| 0.2 | 0.860±0.000 | 1 of 2 |") < over_seeds.index(
+        "| 0.1 | 0.850±0.071 | 2 of 2 |"
+    )
+    with Image.open(tmp_path / "heatmap.png") as picture:
+        picture.verify()
+
+
 def test_the_command_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["summary", str(tmp_path)])
     with pytest.raises(SystemExit, match="holds no job dirs"):

@@ -291,3 +291,15 @@ def test_experiment_notes_is_the_notes_network_and_training(
     # And it trains, on the tiny data (whose batch_size=32 and epochs=2 win, as on a command line).
     metrics = train(make_cfg("experiment=notes"), tmp_path)
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
+
+
+def test_experiment_best_is_what_was_measured_and_it_trains(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["experiment=best"])
+    assert (cfg.batch_size, cfg.lr, cfg.epochs) == (128, 0.05, 30)
+    model = cfg.model
+    assert (model.momentum, model.nesterov, model.weight_decay) == (0.9, True, 5e-4)
+    metrics = train(make_cfg("experiment=best"), tmp_path)
+    assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def write_table(sweep_dir: Path, keys: list[str], rows: list[dict]) -> None:
 
 
 def _label(row: dict) -> str:
-    return f"{row['val/acc']:.3f}" if row["status"] == "ok" else row["status"]
+    if row["status"] != "ok":
+        return row["status"]
+    spread = f"±{row['val/acc std']:.3f}" if "val/acc std" in row else ""
+    return f"{row['val/acc']:.3f}{spread}"
 
 
 def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
@@ -151,14 +155,64 @@ def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
     plt.close(figure)
 
 
+def over_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One row per setting of `keys`: val/acc as the mean over its seeds that ran ok, with their
+    standard deviation and count; status ok if any seed ran ok."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(key) for key in keys), []).append(row)
+    merged = []
+    for setting, members in groups.items():
+        scores = [row["val/acc"] for row in members if row["status"] == "ok"]
+        merged.append(
+            dict(zip(keys, setting, strict=True))
+            | {
+                "job": ",".join(row["job"] for row in members),
+                "status": "ok" if scores else members[0]["status"],
+                "val/acc": statistics.mean(scores) if scores else None,
+                "val/acc std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "seeds": f"{len(scores)} of {len(members)}",
+            }
+        )
+    return merged
+
+
 def summarise(sweep_dir: Path) -> list[dict]:
-    """Write summary.csv, summary.md and heatmap.png into sweep_dir; return the rows."""
+    """Write summary.csv, summary.md and heatmap.png into sweep_dir; return the rows. A sweep
+    over `seed` shows each setting's mean and standard deviation over its seeds (not the luckiest
+    seed) in the heatmap and below the table."""
     keys, rows = job_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir} holds no job dirs (<n>/.hydra/overrides.yaml)")
     write_table(sweep_dir, keys, rows)
-    write_picture(sweep_dir, swept_keys(keys, rows), rows)
+    swept = swept_keys(keys, rows)
+    if "seed" in swept:
+        settings = [key for key in swept if key != "seed"]
+        merged = over_seeds(rows, settings)
+        write_seed_table(sweep_dir, settings, merged)
+        write_picture(sweep_dir, settings, merged)
+    else:
+        write_picture(sweep_dir, swept, rows)
     return rows
+
+
+def write_seed_table(sweep_dir: Path, settings: list[str], merged: list[dict]) -> None:
+    """Below summary.md's table: each setting's val/acc as mean ± std over its seeds."""
+    columns = [*settings, "val/acc mean ± std", "seeds ok"]
+    lines = [
+        "",
+        "## Over the seeds, best mean first",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    for row in _best_first(merged):
+        score = _label(row)
+        lines.append(
+            "| " + " | ".join([*(str(row[k]) for k in settings), score, row["seeds"]]) + " |"
+        )
+    with open(sweep_dir / "summary.md", "a") as file:
+        file.write("\n".join(lines) + "\n")
 
 
 def main() -> None:
