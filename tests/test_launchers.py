@@ -107,6 +107,23 @@ def test_ddp_cpu_trains_one_run_in_two_processes(data_root: Path, tmp_path: Path
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_sweep_of_ddp_runs_on_this_machine_is_refused_in_one_sentence(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit, match="trainer.strategy=ddp cannot run in a sweep") as refused:
+        run_main(
+            "-m",
+            "trainer=ddp_cpu",
+            f"data.root={data_root}",
+            *TINY,
+            "lr=0.1,0.2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            monkeypatch=monkeypatch,
+        )
+    assert "tasks_per_node" in str(refused.value.code)
+    assert not (tmp_path / "sweep").exists()  # refused before anything was written
+
+
 def test_manual_backprop_is_refused_under_ddp(make_cfg) -> None:
     with pytest.raises(UsageError, match="must come from autograd"):
         check_config(make_cfg("trainer=ddp_cpu", "model.backprop=manual"))

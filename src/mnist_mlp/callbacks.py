@@ -34,6 +34,21 @@ def _claim_unfinished(folder: Path, key: str) -> None:
         raise SystemExit(str(error)) from None
 
 
+def _refuse_local_ddp(config: DictConfig) -> None:
+    """A sweep of DDP runs needs a launcher that starts each run's processes itself (Slurm's
+    tasks): on this machine Lightning's DDP launcher starts the other processes by replaying the
+    command line, so each of them would start the whole sweep again."""
+    strategy = str(config.trainer.get("strategy", "auto"))
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "ddp" in strategy and "spawn" not in strategy and "submitit" not in launcher:
+        raise SystemExit(
+            f"trainer.strategy={strategy} cannot run in a sweep with this launcher: Lightning "
+            "would start each extra process by replaying this command line, and each would run "
+            "the whole sweep; run the DDP jobs one at a time (without -m), or as Slurm jobs "
+            "(hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<trainer.devices>)."
+        )
+
+
 class RunDirs(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.ckpt_path is None:  # a resumed run continues in its own run dir (run.py)
@@ -43,6 +58,7 @@ class RunDirs(Callback):
         release(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_local_ddp(config)
         _claim_unfinished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
