@@ -1,4 +1,4 @@
-"""TensorBoard's HParams tab: each run's settings, the scores to compare runs by, its status."""
+"""TensorBoard's HParams tab: each run's settings and its status (the scores are its scalars)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ from pathlib import Path
 
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from torch.utils.tensorboard.writer import FileWriter
 
-# The scalars a run is judged by: the best checkpoint's validation scores (logged apart from the
-# val/ curves, which stay one model's history) and its test scores.
-SHOWN = ("best/val/acc", "best/val/loss", "test/acc", "test/loss")
 # metrics.json's status -> TensorBoard's.
 STATUSES = {
     "ok": "STATUS_SUCCESS",
@@ -29,31 +25,39 @@ def _write(run_dir: Path, suffix: str, *summaries: Summary) -> None:
     writer.close()
 
 
+def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
+    """One hparams-plugin summary, as TensorBoard's own writers make it."""
+    data.version = metadata.PLUGIN_DATA_VERSION
+    plugin = SummaryMetadata.PluginData(
+        plugin_name=metadata.PLUGIN_NAME, content=data.SerializeToString()
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
 def declare(run_dir: Path, settings: dict) -> None:
-    """The run's settings and the score tags; the scores' values are the logged scalars, so no
-    made-up point lands on a curve."""
-    experiment, session_start, _ = hparams_summaries(settings, dict.fromkeys(SHOWN, 0.0))
-    _write(run_dir, ".hparams", experiment, session_start)
+    """The run's settings, for TensorBoard's HParams tab.
+
+    Only the session's start is written, no experiment summary: with one per run, TensorBoard
+    takes an arbitrary run's, in which nothing varies, and opens on the first keys by name.
+    Without it, TensorBoard compares the runs' settings itself and puts the keys that vary
+    first. Whole numbers are written as text, so that a batch size shows as 64, not 64.000.
+    """
+    start = plugin_data_pb2.SessionStartInfo()
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value = value
+        elif isinstance(value, float):
+            start.hparams[key].number_value = value
+        else:
+            start.hparams[key].string_value = str(value)
+    data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
+    _write(run_dir, ".hparams", _summary(metadata.SESSION_START_INFO_TAG, data))
 
 
 def end(run_dir: Path, status: str) -> None:
     """How the run ended, as metrics.json says it (for a run that declared its settings)."""
     if not any(run_dir.glob("events.out.tfevents.*.hparams")):
         return  # another logger, or the run stopped before it was built
-    info = plugin_data_pb2.HParamsPluginData(
-        session_end_info=plugin_data_pb2.SessionEndInfo(
-            status=api_pb2.Status.Value(STATUSES[status])
-        ),
-        version=metadata.PLUGIN_DATA_VERSION,
-    )
-    plugin = SummaryMetadata.PluginData(
-        plugin_name=metadata.PLUGIN_NAME, content=info.SerializeToString()
-    )
-    summary = Summary(
-        value=[
-            Summary.Value(
-                tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin)
-            )
-        ]
-    )
-    _write(run_dir, ".hparams_end", summary)
+    end_info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(STATUSES[status]))
+    data = plugin_data_pb2.HParamsPluginData(session_end_info=end_info)
+    _write(run_dir, ".hparams_end", _summary(metadata.SESSION_END_INFO_TAG, data))
