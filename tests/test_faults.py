@@ -14,6 +14,8 @@ import pytest
 import torch
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 import mnist_mlp.train as wiring
 from mnist_mlp import claims
@@ -309,6 +311,12 @@ def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
     extended = train(cfg, resumed_run_dir(cfg))
     assert extended["epochs_run"] == 3
     assert {k: extended[k] for k in SCORES} == {k: straight[k] for k in SCORES}
+    # TensorBoard's HParams tab shows the extended run's settings, once, and how it ended.
+    (declared,) = short.glob("*.hparams")
+    start = EventAccumulator(str(declared)).Reload().SummaryMetadata("_hparams_/session_start_info")
+    settings = plugin_data_pb2.HParamsPluginData.FromString(start.plugin_data.content)
+    assert settings.session_start_info.hparams["epochs"].string_value == "3"
+    assert len(list(short.glob("*.hparams_end"))) == 1
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
+# The suffixes of the event files that hold a run's settings and its end: files of their own.
+START, END = ".hparams", ".hparams_end"
 # metrics.json's status -> TensorBoard's.
 STATUSES = {
     "ok": "STATUS_SUCCESS",
@@ -51,13 +53,16 @@ def declare(run_dir: Path, settings: dict) -> None:
         else:
             start.hparams[key].string_value = str(value)
     data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
-    _write(run_dir, ".hparams", _summary(metadata.SESSION_START_INFO_TAG, data))
+    # A resumed run's settings replace those it was started with (epochs may have grown).
+    for earlier in (*run_dir.glob(f"*{START}"), *run_dir.glob(f"*{END}")):
+        earlier.unlink()
+    _write(run_dir, START, _summary(metadata.SESSION_START_INFO_TAG, data))
 
 
 def end(run_dir: Path, status: str) -> None:
     """How the run ended, as metrics.json says it (for a run that declared its settings)."""
-    if not any(run_dir.glob("events.out.tfevents.*.hparams")):
+    if not any(run_dir.glob(f"*{START}")):
         return  # another logger, or the run stopped before it was built
     end_info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(STATUSES[status]))
     data = plugin_data_pb2.HParamsPluginData(session_end_info=end_info)
-    _write(run_dir, ".hparams_end", _summary(metadata.SESSION_END_INFO_TAG, data))
+    _write(run_dir, END, _summary(metadata.SESSION_END_INFO_TAG, data))
