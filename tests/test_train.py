@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from mnist_mlp.errors import Diverged
+from mnist_mlp.errors import Diverged, UsageError
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.progress import SGDStepsProgressBar
 from mnist_mlp.train import SCORES, build, train
@@ -306,3 +307,29 @@ def test_experiment_best_is_what_was_measured_and_it_trains(
     assert (model.momentum, model.nesterov, model.weight_decay) == (0.9, True, 5e-4)
     metrics = train(make_cfg("experiment=best"), tmp_path)
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
+
+
+@pytest.mark.parametrize("logger", ["wandb", "mlflow"])
+def test_the_optional_loggers_log_offline_into_the_run_dir(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, logger: str
+) -> None:
+    pytest.importorskip(logger, reason=f"logger={logger} needs the [loggers] extra")
+    metrics = train(make_cfg(f"logger={logger}", "epochs=1"), tmp_path)
+    assert metrics["status"] == "ok"
+    assert (tmp_path / metrics["best_checkpoint"]).parent == tmp_path / "checkpoints"
+    if logger == "wandb":  # kept for `wandb sync`
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
+    else:
+        import mlflow
+
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        (run,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
+        assert {"val/acc", "train/loss", "test/acc"} <= set(run.data.metrics)
+
+
+def test_a_logger_whose_package_is_missing_is_named_in_one_sentence(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"WandbLogger needs a package .*mnist-mlp\[loggers\]"):
+        build(make_cfg("logger=wandb"), tmp_path)

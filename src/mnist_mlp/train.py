@@ -51,11 +51,36 @@ def accelerators() -> list[str]:
     return found
 
 
+def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
+    """The configured Lightning logger, writing into the run dir; a missing package in one
+    sentence (wandb and mlflow are optional: the [loggers] extra)."""
+    where = {"save_dir": str(run_dir)}
+    if cfg.logger._target_.endswith("MLFlowLogger") and not cfg.logger.get("tracking_uri"):
+        # MLflow's own database in the run dir (MLflow 3 refuses a plain-file store).
+        where |= {"tracking_uri": f"sqlite:///{run_dir.resolve()}/mlflow.db"}
+        where |= {"artifact_location": str(run_dir.resolve() / "mlflow-artifacts")}
+    try:
+        logger = instantiate(cfg.logger, **where)
+        logger.experiment  # noqa: B018 - the backend starts here (wandb is imported only now)
+        return logger
+    except (InstantiationException, ModuleNotFoundError) as error:
+        missing = error
+        while missing is not None and not isinstance(missing, ModuleNotFoundError):
+            missing = missing.__cause__
+        if missing is None:
+            raise
+        raise UsageError(
+            f"{cfg.logger._target_.rsplit('.', 1)[-1]} needs a package this environment lacks "
+            f'({missing}); pip install "mnist-mlp[loggers]", or choose logger=tensorboard, '
+            "csv or null."
+        ) from None
+
+
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
     # logger=null: no logger at all, not Lightning's default one.
-    logger: Logger | bool = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    logger: Logger | bool = make_logger(cfg, run_dir) if cfg.logger else False
     tensorboard = isinstance(logger, TensorBoardLogger)
     try:  # before any data is read
         trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
@@ -64,6 +89,9 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error} "
             f"(this machine has: {', '.join(accelerators())})"
         ) from None
+    for saving in trainer.checkpoint_callbacks:  # <run dir>/checkpoints/ whatever the logger
+        if isinstance(saving, ModelCheckpoint) and saving.dirpath is None:
+            saving.dirpath = str(run_dir / "checkpoints")
     if cfg.study.target is not None:
         trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
     if tensorboard:
@@ -180,7 +208,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
                     f"best checkpoint  {best or 'none (a dry run saves none)'}",
                     f"run dir          {run_dir}",
-                    f"TensorBoard      tensorboard --logdir {run_dir.parent}",
+                    *(
+                        [f"TensorBoard      tensorboard --logdir {run_dir.parent}"]
+                        if isinstance(trainer.logger, TensorBoardLogger)
+                        else []
+                    ),
                     f"{'':-<60}",
                 ]
             )
