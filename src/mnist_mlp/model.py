@@ -88,7 +88,7 @@ class MLP(LightningModule):
     def forward(self, images: torch.Tensor, record: list | None = None) -> torch.Tensor:
         """The logits; with `record`, each layer's (input, output) is appended to it, the output
         keeping its gradient after backward (the examples' gradient norms are made of them)."""
-        *hidden, output = self.layers  # (slicing a ModuleList would build a new one per call)
+        output = self.layers[-1]
         activations = images.flatten(1)
         for layer in self.layers:
             weighted = layer(activations)
@@ -148,10 +148,10 @@ class MLP(LightningModule):
     ) -> torch.Tensor:
         """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
         optimizer = self.optimizers()
-        every = self.hparams.noise_scale_every
+        noise_every = self.hparams.noise_scale_every
         for images, labels in batch:
             optimizer.zero_grad()
-            measure = self.measure_noise and self.global_step % every == 0
+            measure = self.measure_noise and self.global_step % noise_every == 0
             loss, logits, example_squared = self.gradient(images, labels, measure)
             if example_squared is not None:
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
@@ -205,9 +205,10 @@ class MLP(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # The epoch's mini-batches as they came, each classified before its SGD step.
-        correct = float(torch.stack(self.step_correct).sum()) / sum(self.step_sizes)
-        for logger in self.loggers:
-            logger.log_metrics({"train/acc": correct}, step=self.global_step)
+        if self.step_sizes:
+            correct = float(torch.stack(self.step_correct).sum()) / sum(self.step_sizes)
+            for logger in self.loggers:
+                logger.log_metrics({"train/acc": correct}, step=self.global_step)
         self.noise.end_epoch()
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()

@@ -55,7 +55,8 @@ def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
     """The configured Lightning logger, writing into the run dir; a missing package in one
     sentence (wandb and mlflow are optional: the [loggers] extra)."""
     where = {"save_dir": str(run_dir)}
-    if cfg.logger._target_.endswith("MLFlowLogger") and not cfg.logger.get("tracking_uri"):
+    target = cfg.logger["_target_"]  # e.g. lightning.pytorch.loggers.MLFlowLogger
+    if target.endswith("MLFlowLogger") and not cfg.logger.get("tracking_uri"):
         # MLflow's own database in the run dir (MLflow 3 refuses a plain-file store).
         where |= {"tracking_uri": f"sqlite:///{run_dir.resolve()}/mlflow.db"}
         where |= {"artifact_location": str(run_dir.resolve() / "mlflow-artifacts")}
@@ -70,7 +71,7 @@ def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
         if missing is None:
             raise
         raise UsageError(
-            f"{cfg.logger._target_.rsplit('.', 1)[-1]} needs a package this environment lacks "
+            f"{target.rsplit('.', 1)[-1]} needs a package this environment lacks "
             f'({missing}); pip install "mnist-mlp[loggers]", or choose logger=tensorboard, '
             "csv or null."
         ) from None
