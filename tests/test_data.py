@@ -203,6 +203,25 @@ def test_a_stale_plain_file_in_a_read_only_folder_is_named(
         datamodule(tmp_path)
 
 
+def test_a_folder_that_cannot_be_written_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A good .gz in a read-only folder (as root, chmod does not stop writes: refuse them here)."""
+    write_dataset(tmp_path, packed=True)
+    raw = tmp_path / "MNIST" / "raw"
+    before = {path.name: path.read_bytes() for path in raw.iterdir()}
+
+    def refuse_writes(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("mnist_mlp.data.open", refuse_writes, raising=False)
+    with pytest.raises(UsageError, match=f"{raw} is not writable.*set data.root=<somewhere>"):
+        datamodule(tmp_path)
+    assert {path.name: path.read_bytes() for path in raw.iterdir()} == before
+
+
 def test_a_root_that_is_a_file_is_named_as_one(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("not a folder")
     with pytest.raises(UsageError, match="data.root=.*/data is a file, not a folder"):

@@ -47,6 +47,7 @@ def test_cli_run_writes_a_complete_run_dir(data_root: Path, tmp_path: Path) -> N
     assert "run dir" in result.stderr + result.stdout
     # Only what helps the user: no advertisement, no warning Lightning causes itself.
     assert "💡 Tip" not in result.stderr and "LeafSpec" not in result.stderr
+    assert "FLOPs" not in result.stderr + result.stdout  # no model-summary table
 
 
 def test_missing_data_stops_with_one_sentence(
