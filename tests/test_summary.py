@@ -38,6 +38,10 @@ def sweep(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_job_gets_a_run_dir_with_its_settings(sweep: Path) -> None:
+    # Named by number and overrides (TensorBoard shows the folder names), paths left out.
+    names = sorted(path.parent.name for path in sweep.glob("*/metrics.json"))
+    assert names[0].startswith("0_batch_size=16,") and "lr=0.1" in names[0]
+    assert not any("data.root" in name for name in names)
     runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert {(m["batch_size"], m["lr"]) for m in runs} == {
         (16, 0.1),
@@ -68,12 +72,13 @@ def test_the_command_rebuilds_the_summary_and_marks_a_lost_job_failed(
 ) -> None:
     for name in ("summary.csv", "summary.md", "heatmap.png"):
         (sweep / name).unlink()
-    (sweep / "0" / "metrics.json").rename(sweep / "0" / "metrics.json.moved")
+    (first,) = sweep.glob("0_*")
+    (first / "metrics.json").rename(first / "metrics.json.moved")
     try:
         monkeypatch.setattr(sys, "argv", ["summary", str(sweep)])
         summary.main()
     finally:
-        (sweep / "0" / "metrics.json.moved").rename(sweep / "0" / "metrics.json")
+        (first / "metrics.json.moved").rename(first / "metrics.json")
     rows = read_rows(sweep)
     assert len(rows) == 4 and (sweep / "heatmap.png").is_file() and (sweep / "summary.md").is_file()
     assert {r["job"]: r["status"] for r in rows}["0"] == "failed"

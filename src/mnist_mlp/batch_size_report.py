@@ -29,7 +29,7 @@ def study_jobs(sweep_dir: Path) -> list[dict]:
     for path in sorted(sweep_dir.glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
         if "target_reached" in metrics:
-            jobs.append(metrics | {"job": path.parent.name})
+            jobs.append(metrics | {"job": path.parent.name.split("_", 1)[0]})
     return jobs
 
 

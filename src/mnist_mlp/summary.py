@@ -32,12 +32,17 @@ def _value(text: str) -> float | str:
         return text
 
 
+def job_number(job_dir: Path) -> int:
+    """A job dir's number: the folders are named <number>_<overrides> (conf/train.yaml)."""
+    return int(job_dir.name.split("_", 1)[0])
+
+
 def job_rows(sweep_dir: Path) -> tuple[list[str], list[dict]]:
     """(the overridden keys, one row per job dir) of a sweep; a job without scores is failed."""
     keys: list[str] = []
     rows = []
     job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    for job_dir in sorted(job_dirs, key=lambda path: (len(path.name), path.name)):
+    for job_dir in sorted(job_dirs, key=job_number):
         overrides = dict(
             item.lstrip("+~").split("=", 1)
             for item in OmegaConf.load(job_dir / ".hydra/overrides.yaml")
@@ -47,7 +52,7 @@ def job_rows(sweep_dir: Path) -> tuple[list[str], list[dict]]:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         scores = {column: metrics.get(column) for column in SCORE_COLUMNS}
         scores["status"] = metrics.get("status", "failed")
-        rows.append({"job": job_dir.name, **overrides, **scores})
+        rows.append({"job": str(job_number(job_dir)), **overrides, **scores})
     return keys, rows
 
 
