@@ -118,6 +118,21 @@ def test_a_sweep_over_seeds_shows_mean_and_spread_not_the_luckiest_seed(tmp_path
         picture.verify()
 
 
+def test_without_matplotlib_the_tables_are_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for job, lr in enumerate(["0.1", "0.2"]):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(f"- lr={lr}\n")
+        (tmp_path / str(job) / "metrics.json").write_text('{"status": "ok", "val/acc": 0.9}')
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as without the [sweeps] extra
+    monkeypatch.setattr(sys, "argv", ["summary", str(tmp_path)])
+    summary.main()
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "summary.csv").is_file()
+    assert not (tmp_path / "heatmap.png").exists()
+    assert 'pip install "mnist-mlp[sweeps]"' in capsys.readouterr().out
+
+
 def test_the_command_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["summary", str(tmp_path)])
     with pytest.raises(SystemExit, match="holds no job dirs"):

@@ -16,11 +16,9 @@ import statistics
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from mnist_mlp.summary import pyplot
 
 
 def study_jobs(sweep_dir: Path) -> list[dict]:
@@ -145,6 +143,9 @@ def write_picture(
 ) -> None:
     """Steps, examples and seconds to the target and the best lr against the batch size, and the
     noise scale over training beside the fitted B_crit."""
+    plt = pyplot()
+    if plt is None:
+        return
     figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     sizes = np.array(list(best), dtype=float)
     reached = [j for j in jobs if j["status"] == "ok" and j["target_reached"]]

@@ -64,12 +64,14 @@ class RunDirs(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # matplotlib: only when a sweep ends
         from mnist_mlp.batch_size_report import write_report
-        from mnist_mlp.summary import summarise
+        from mnist_mlp.summary import NO_PICTURES, pyplot, summarise
 
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = summarise(sweep_dir)
         not_ok = [row for row in rows if row["status"] != "ok"]
         log.info(f"Sweep summary: {sweep_dir}/summary.md and heatmap.png ({len(rows)} jobs)")
+        if pyplot() is None:
+            log.warning(NO_PICTURES)
         answer = write_report(sweep_dir)
         if answer:
             log.info(f"Batch-size study: {sweep_dir}/batch_size.md and .png\n{answer}")

@@ -14,13 +14,23 @@ import statistics
 import sys
 from pathlib import Path
 
-import matplotlib
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+# matplotlib comes with the [sweeps] extra; without it the tables are still written.
+NO_PICTURES = 'The pictures need matplotlib: pip install "mnist-mlp[sweeps]".'
 
-from mnist_mlp.batch_size_report import write_report  # noqa: E402
+
+def pyplot():  # -> matplotlib.pyplot | None
+    """matplotlib's pyplot, drawing into files only; None where matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
 
@@ -102,6 +112,9 @@ def _label(row: dict) -> str:
 
 def write_picture(sweep_dir: Path, swept: list[str], rows: list[dict]) -> None:
     """val/acc over the two swept keys (the best over any others), or bars over one."""
+    plt = pyplot()
+    if plt is None:
+        return
     figure, axes = plt.subplots(figsize=(7, 5))
     if len(swept) >= 2:
         x_key, y_key = swept[1], swept[0]  # lr across, batch_size down when both are swept
@@ -230,8 +243,12 @@ def main() -> None:
         rows = summarise(sweep_dir)
     except FileNotFoundError as error:
         raise SystemExit(f"{error}: give the folder a multirun wrote.") from None
+    from mnist_mlp.batch_size_report import write_report
+
     failed = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows)} jobs ({failed} not ok): {sweep_dir}/summary.md, heatmap.png, summary.csv")
+    if pyplot() is None:
+        print(NO_PICTURES)
     answer = write_report(sweep_dir)
     if answer:
         print(f"A batch-size study: {sweep_dir}/batch_size.md, batch_size.png\n{answer}")
