@@ -286,7 +286,7 @@ def _positive(key: str, value: int) -> None:
 # Lightning options that count training batches: with them set, each Lightning step is one SGD
 # step (mnist_mlp.data), so they count SGD steps. These two have no meaning here.
 REFUSED_TRAINER_KEYS = {
-    "log_every_n_steps": "train/loss is logged once per epoch, so nothing would read it",
+    "log_every_n_steps": "train/loss is logged every model.check_finite_every SGD steps; set that",
     "accumulate_grad_batches": "each mini-batch takes its own SGD step; raise batch_size instead",
 }
 
