@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning import Callback, Trainer
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
@@ -331,6 +331,9 @@ def test_the_optional_loggers_log_offline_into_the_run_dir(
 def test_a_logger_whose_package_is_missing_is_named_in_one_sentence(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    def not_installed(*args: object, **kwargs: object) -> None:  # what Lightning raises then
+        raise ModuleNotFoundError("Requirement 'wandb>=0.12.10' not met")
+
+    monkeypatch.setattr(WandbLogger, "__init__", not_installed)
     with pytest.raises(UsageError, match=r"WandbLogger needs a package .*mnist-mlp\[loggers\]"):
         build(make_cfg("logger=wandb"), tmp_path)

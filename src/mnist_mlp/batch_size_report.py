@@ -65,10 +65,10 @@ def measured_noise_scale(best: dict[int, dict]) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def _cell(value: object, digits: str = ".3g") -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "-"
-    return format(value, digits) if isinstance(value, float) else str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _outcome(job: dict) -> str:

@@ -62,19 +62,9 @@ class RunDirs(Callback):
         _claim_unfinished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # matplotlib: only when a sweep ends
-        from mnist_mlp.batch_size_report import write_report
-        from mnist_mlp.summary import NO_PICTURES, pyplot, summarise
+        from mnist_mlp.summary import summarise_sweep  # matplotlib: only when a sweep ends
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarise(sweep_dir)
-        not_ok = [row for row in rows if row["status"] != "ok"]
-        log.info(f"Sweep summary: {sweep_dir}/summary.md and heatmap.png ({len(rows)} jobs)")
-        if pyplot() is None:
-            log.warning(NO_PICTURES)
-        answer = write_report(sweep_dir)
-        if answer:
-            log.info(f"Batch-size study: {sweep_dir}/batch_size.md and .png\n{answer}")
-        if not_ok:
-            log.warning(f"{len(not_ok)} of {len(rows)} jobs did not finish ok; see summary.md")
+        for line in summarise_sweep(sweep_dir):
+            log.info(line)
         release(sweep_dir)

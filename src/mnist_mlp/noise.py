@@ -48,7 +48,9 @@ class NoiseScale:
     turned into smoothed estimates and epoch means when read."""
 
     def __init__(self) -> None:
-        self.pending: list[torch.Tensor] = []  # (|G_B|^2, mean |g_i|^2, B) of steps not read yet
+        # (|G_B|^2, mean |g_i|^2) on the device, and B, of each step not read yet
+        self.pending: list[torch.Tensor] = []
+        self.pending_sizes: list[int] = []
         self.average: torch.Tensor | None = None  # moving averages of (|G|^2, tr(Sigma))
         self.weight = 0.0  # 1 - SMOOTHING^steps: the moving averages' bias correction
         self.epoch_total: torch.Tensor | None = None
@@ -62,8 +64,8 @@ class NoiseScale:
         if batch_size < 2:  # one example gives no second batch size to compare with
             return
         batch_squared = torch.nn.utils.get_total_norm(gradients).square()
-        size = torch.tensor(float(batch_size), device=batch_squared.device)
-        self.pending.append(torch.stack([batch_squared, example_squared.mean(), size]))
+        self.pending.append(torch.stack([batch_squared, example_squared.mean()]))
+        self.pending_sizes.append(batch_size)  # kept on the host: no copy to the device per step
 
     def read(self, step: int) -> dict[str, float]:
         """The smoothed |G|^2, tr(Sigma) and B_simple after the steps added so far, `step` SGD
@@ -79,8 +81,9 @@ class NoiseScale:
 
     def _smooth(self) -> None:
         """Fold the pending steps into the moving averages and the epoch's totals."""
-        batch_squared, example_squared, size = torch.stack(self.pending).double().unbind(1)
-        self.pending = []
+        batch_squared, example_squared = torch.stack(self.pending).double().unbind(1)
+        size = torch.tensor(self.pending_sizes, dtype=torch.float64, device=batch_squared.device)
+        self.pending, self.pending_sizes = [], []
         estimates = torch.stack(unbiased(batch_squared, example_squared, size), dim=1)  # k x 2
         count = len(estimates)
         # average_k = s^k average_0 + (1 - s) sum_j s^(k-j) x_j, for all k new steps at once

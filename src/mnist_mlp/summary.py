@@ -233,25 +233,33 @@ def write_seed_table(sweep_dir: Path, settings: list[str], merged: list[dict]) -
         file.write("\n".join(lines) + "\n")
 
 
+def summarise_sweep(sweep_dir: Path) -> list[str]:
+    """Everything a sweep ends with (the tables, the pictures, a batch-size study's page); returns
+    what to tell the user, a line each."""
+    from mnist_mlp.batch_size_report import write_report  # it draws with this module's pyplot
+
+    rows = summarise(sweep_dir)
+    failed = sum(row["status"] != "ok" for row in rows)
+    lines = [
+        f"{len(rows)} jobs ({failed} not ok): {sweep_dir}/summary.md, heatmap.png, summary.csv"
+    ]
+    if pyplot() is None:
+        lines.append(NO_PICTURES)
+    answer = write_report(sweep_dir)
+    if answer:
+        lines.append(f"A batch-size study: {sweep_dir}/batch_size.md, batch_size.png\n{answer}")
+    return lines
+
+
 def main() -> None:
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
         raise SystemExit(
             "Usage: python -m mnist_mlp.summary <sweep dir>, e.g. outputs/multirun/..."
         )
-    sweep_dir = Path(sys.argv[1])
     try:
-        rows = summarise(sweep_dir)
+        print("\n".join(summarise_sweep(Path(sys.argv[1]))))
     except FileNotFoundError as error:
         raise SystemExit(f"{error}: give the folder a multirun wrote.") from None
-    from mnist_mlp.batch_size_report import write_report
-
-    failed = sum(row["status"] != "ok" for row in rows)
-    print(f"{len(rows)} jobs ({failed} not ok): {sweep_dir}/summary.md, heatmap.png, summary.csv")
-    if pyplot() is None:
-        print(NO_PICTURES)
-    answer = write_report(sweep_dir)
-    if answer:
-        print(f"A batch-size study: {sweep_dir}/batch_size.md, batch_size.png\n{answer}")
 
 
 if __name__ == "__main__":

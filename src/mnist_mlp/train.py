@@ -60,11 +60,9 @@ def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
         # MLflow's own database in the run dir (MLflow 3 refuses a plain-file store).
         where |= {"tracking_uri": f"sqlite:///{run_dir.resolve()}/mlflow.db"}
         where |= {"artifact_location": str(run_dir.resolve() / "mlflow-artifacts")}
-    try:
-        logger = instantiate(cfg.logger, **where)
-        logger.experiment  # noqa: B018 - the backend starts here (wandb is imported only now)
-        return logger
-    except (InstantiationException, ModuleNotFoundError) as error:
+    try:  # Lightning's loggers check that their package is installed when they are made
+        return instantiate(cfg.logger, **where)
+    except InstantiationException as error:
         missing = error
         while missing is not None and not isinstance(missing, ModuleNotFoundError):
             missing = missing.__cause__
