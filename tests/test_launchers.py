@@ -120,10 +120,21 @@ def test_a_sweep_of_ddp_runs_on_this_machine_is_refused_in_one_sentence(
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             monkeypatch=monkeypatch,
         )
-    assert "tasks_per_node" in str(refused.value.code)
+    assert "hydra/launcher=slurm" in str(refused.value.code)
     assert not (tmp_path / "sweep").exists()  # refused before anything was written
 
 
 def test_manual_backprop_is_refused_under_ddp(make_cfg) -> None:
     with pytest.raises(UsageError, match="must come from autograd"):
         check_config(make_cfg("trainer=ddp_cpu", "model.backprop=manual"))
+
+
+def test_slurm_ddp_jobs_get_one_task_per_device_or_one_sentence() -> None:
+    from mnist_mlp.slurm import SlurmLauncher
+
+    assert SlurmLauncher(tasks_per_node=1).tasks_per_node({None}) == 1  # not DDP: as given
+    assert SlurmLauncher(tasks_per_node=1).tasks_per_node({4}) == 4  # follows trainer.devices
+    with pytest.raises(SystemExit, match="tasks_per_node=2 but trainer.devices=4"):
+        SlurmLauncher(tasks_per_node=2).tasks_per_node({4})
+    with pytest.raises(SystemExit, match="sweep each trainer.devices"):
+        SlurmLauncher(tasks_per_node=1).tasks_per_node({2, None})

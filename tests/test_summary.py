@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -137,3 +139,35 @@ def test_the_command_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "argv", ["summary", str(tmp_path)])
     with pytest.raises(SystemExit, match="holds no job dirs"):
         summary.main()
+
+
+def test_each_unfinished_job_gets_the_command_that_runs_it_on_in_its_folder(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = tmp_path / "sweep"
+    run_main(
+        "-m", *TINY, "epochs=1", f"data.root={data_root}", "lr=0.1,0.2", f"hydra.sweep.dir={sweep}",
+        monkeypatch=monkeypatch,
+    )  # fmt: skip
+    (stopped, cancelled) = sorted(sweep.glob("*_*"), key=summary.job_number)
+    for job_dir, status in ((stopped, "interrupted"), (cancelled, "cancelled")):
+        metrics = json.loads((job_dir / "metrics.json").read_text()) | {"status": status}
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    shutil.rmtree(cancelled / "checkpoints")  # cancelled before its first epoch ended
+
+    said = summary.unfinished(sweep)
+    assert said.startswith("2 of 2 jobs did not finish")
+    commands = [line.split(": python train.py ", 1)[1] for line in said.splitlines()[1:]]
+    assert f"ckpt_path='{stopped}/checkpoints/last.ckpt'" in commands[0]  # resumes
+    assert f"hydra.run.dir='{cancelled}'" in commands[1]  # starts again in its folder
+    for command in commands:
+        run_main(*shlex.split(command), monkeypatch=monkeypatch)
+    assert summary.unfinished(sweep) == ""
+    assert [
+        json.loads((d / "metrics.json").read_text())["status"] for d in (stopped, cancelled)
+    ] == [
+        "ok",
+        "ok",
+    ]
+    folders = {path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith(".")}
+    assert folders == {stopped, cancelled}  # nothing written outside the two job folders

@@ -3,6 +3,7 @@ sweep as it ends."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,23 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_mlp.claims import claim, release
+from mnist_mlp.config import last_checkpoint
 from mnist_mlp.errors import UsageError
+from mnist_mlp.summary import UNFINISHED, unfinished
 
 log = logging.getLogger(__name__)
 
 
+def _nothing_kept(metrics_file: Path) -> bool:
+    """A run that was cancelled or interrupted before its first epoch ended: a new run may take
+    its folder (the command a sweep gives for such a job)."""
+    status = json.loads(metrics_file.read_text()).get("status")
+    return status in UNFINISHED and not last_checkpoint(metrics_file.parent).is_file()
+
+
 def _refuse_finished(folder: Path, key: str) -> None:
     finished = sorted(folder.glob("metrics.json")) + sorted(folder.glob("*/metrics.json"))
+    finished = [metrics_file for metrics_file in finished if not _nothing_kept(metrics_file)]
     if finished:
         raise SystemExit(
             f"{key}={folder} already holds finished runs ({finished[0]}); "
@@ -40,12 +51,13 @@ def _refuse_local_ddp(config: DictConfig) -> None:
     command line, so each of them would start the whole sweep again."""
     strategy = str(config.trainer.get("strategy", "auto"))
     launcher = str(config.hydra.launcher.get("_target_", ""))
-    if "ddp" in strategy and "spawn" not in strategy and "submitit" not in launcher:
+    cluster = "submitit" in launcher or launcher == "hydra_plugins.mnist_mlp_slurm.SlurmLauncher"
+    if "ddp" in strategy and "spawn" not in strategy and not cluster:
         raise SystemExit(
             f"trainer.strategy={strategy} cannot run in a sweep with this launcher: Lightning "
             "would start each extra process by replaying this command line, and each would run "
             "the whole sweep; run the DDP jobs one at a time (without -m), or as Slurm jobs "
-            "(hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<trainer.devices>)."
+            "(hydra/launcher=slurm)."
         )
 
 
@@ -68,3 +80,6 @@ class RunDirs(Callback):
         for line in summarise_sweep(sweep_dir):
             log.info(line)
         release(sweep_dir)
+        left = unfinished(sweep_dir)
+        if left:  # cancelled or interrupted jobs: the sweep is not done
+            raise SystemExit(left)

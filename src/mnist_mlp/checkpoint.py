@@ -10,13 +10,10 @@ from typing import TypeVar
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
+from mnist_mlp.config import last_checkpoint
 from mnist_mlp.errors import UsageError
 
 Loaded = TypeVar("Loaded")
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def loaded(path: Path, key: str, load: Callable[[], Loaded]) -> Loaded:

@@ -254,6 +254,11 @@ def dropped_groups(argv: list[str]) -> list[str]:
     ]
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run keeps the state a resume starts from (mnist_mlp.checkpoint writes it)."""
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def resume_in_place(argv: list[str]) -> list[str]:
     """The command line of a run resumed from <run dir>/checkpoints/last.ckpt, made to continue
     in that run dir: Hydra then logs into its train.log and creates no new folder, nor a new

@@ -58,12 +58,14 @@ def resumed_run_dir(cfg: DictConfig) -> Path:
 
 @functools.cache  # once per process, however many jobs it runs
 def quiet_lightning() -> None:
-    """Leave out of the output what does not help a user: Lightning's advertisements, and a
-    deprecation warning that Lightning's own code triggers in torch."""
+    """Leave out of the output what does not help a user: Lightning's advertisements, a
+    deprecation warning that Lightning's own code triggers in torch, and its advice to use srun."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")
     )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # On a Slurm login node: runs here are meant to run here (hydra/launcher=slurm submits jobs).
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
 
 
 def run(cfg: DictConfig) -> float:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from mnist_mlp.config import last_checkpoint
 
 # matplotlib comes with the [sweeps] extra; without it the tables are still written.
 NO_PICTURES = 'The pictures need matplotlib: pip install "mnist-mlp[sweeps]".'
@@ -27,11 +30,14 @@ def pyplot():  # -> matplotlib.pyplot | None
     except ImportError:
         return None
     matplotlib.use("Agg")  # files only, no display needed
+    # Not for users: its note that bar labels like "64" are drawn as categories, as intended.
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     return plt
 
 
+UNFINISHED = ("cancelled", "interrupted")  # jobs to run on: stopped by a signal or by Slurm
 SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
 
 
@@ -249,6 +255,33 @@ def summarise_sweep(sweep_dir: Path) -> list[str]:
     if answer:
         lines.append(f"A batch-size study: {sweep_dir}/batch_size.md, batch_size.png\n{answer}")
     return lines
+
+
+def unfinished(sweep_dir: Path) -> str:
+    """What to say of the jobs that were cancelled or interrupted: one sentence and each job's
+    command to resume it (from its last finished epoch) or run it again; '' if there are none."""
+    commands = []
+    sweep_dir = sweep_dir.absolute()  # commands that work from any folder
+    metrics_files = sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: job_number(p.parent))
+    for metrics_file in metrics_files:
+        status = json.loads(metrics_file.read_text()).get("status")
+        if status not in UNFINISHED:
+            continue
+        job_dir = metrics_file.parent
+        items = [str(item) for item in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")]
+        last = last_checkpoint(job_dir)  # resume in the job's folder, or start it again there
+        items.append(f"ckpt_path='{last}'" if last.is_file() else f"hydra.run.dir='{job_dir}'")
+        shell = [f'"{item}"' if any(c in item for c in "'[], ") else item for item in items]
+        command = f"python train.py {' '.join(shell)}"
+        commands.append(f"  job {job_number(job_dir)} ({status}): {command}")
+    if not commands:
+        return ""
+    return (
+        f"{len(commands)} of {len(metrics_files)} jobs did not finish; the others' results are "
+        "kept. Run each on with its command below (in the job's folder, from its last finished "
+        "epoch where there is one), then python -m mnist_mlp.summary "
+        f"{sweep_dir} brings the summary up to date:\n" + "\n".join(commands)
+    )
 
 
 def main() -> None:

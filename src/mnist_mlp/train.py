@@ -14,13 +14,14 @@ from hydra.utils import instantiate
 from lightning import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_mlp import hparams
-from mnist_mlp.checkpoint import last_checkpoint, loaded
-from mnist_mlp.config import hyperparameters, plain
+from mnist_mlp.checkpoint import loaded
+from mnist_mlp.config import hyperparameters, last_checkpoint, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.model import MLP
@@ -81,8 +82,13 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     # logger=null: no logger at all, not Lightning's default one.
     logger: Logger | bool = make_logger(cfg, run_dir) if cfg.logger else False
     tensorboard = isinstance(logger, TensorBoardLogger)
+    # Under Slurm, Lightning takes the ranks from Slurm but leaves requeueing to submitit
+    # (hydra/launcher=slurm resumes from last.ckpt): one mechanism, not two.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     try:  # before any data is read
-        trainer: Trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(run_dir))
+        trainer: Trainer = instantiate(
+            cfg.trainer, logger=logger, default_root_dir=str(run_dir), plugins=plugins
+        )
     except InstantiationException as error:
         raise UsageError(
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error} "

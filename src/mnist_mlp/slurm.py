@@ -1,0 +1,328 @@
+"""hydra/launcher=slurm: Hydra's submitit launcher for Slurm, plus what a cluster user needs.
+
+In the submitting command: paths made absolute, DDP jobs given one task per device, the job ids
+and a progress line while it waits, each failed job's sentence as it ends, cancelled jobs recorded
+in their metrics.json, and Ctrl-C that leaves the jobs running and says how to summarise them.
+In each job: torch threads = the CPUs Slurm gave the task; a job signalled before its time limit
+(or preempted) is requeued by submitit and resumes from its last.ckpt; a run that is not ok ends
+the job with an error, so Slurm's job state says FAILED (the sweep goes on).
+
+Slurm's accounting (sacct) is not needed: job states come from squeue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    SlurmLauncher as SubmititSlurmLauncher,
+)
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mnist_mlp.claims import first_process
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 5  # between squeue calls while the sweep waits (one call for all its jobs)
+RUNNING = {"CONFIGURING", "RUNNING", "COMPLETING", "STAGE_OUT"}
+WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
+# Slurm's states of a job that ended (squeue lists them for MinJobAge, 300 s by default).
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY"}
+ENDED |= {"BOOT_FAIL", "DEADLINE"}
+
+
+class RunNotOk(Exception):
+    """Ends a job whose run did not finish ok, so Slurm records the job as FAILED."""
+
+
+def cpus_per_task() -> int:
+    """The CPUs Slurm gave each task: SLURM_CPUS_PER_TASK, or Slurm's default of one."""
+    return int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+
+
+def quoted(path: Path) -> str:
+    """A path as an override value: quoted, since job dirs hold '=', ',' and '['."""
+    return f"'{path}'"
+
+
+def run_status(job_dir: Path) -> str | None:
+    """The status in a job's metrics.json, or None before it has one."""
+    metrics_file = job_dir / "metrics.json"
+    return json.loads(metrics_file.read_text())["status"] if metrics_file.is_file() else None
+
+
+def error_sentence(job_dir: Path) -> str:
+    """The last error the job logged (the sentence run.py gives), or ''."""
+    log_file = job_dir / "train.log"
+    if not log_file.is_file():
+        return ""
+    errors = [line for line in log_file.read_text().splitlines() if "][ERROR] - " in line]
+    return errors[-1].split("][ERROR] - ", 1)[1] if errors else ""
+
+
+def record_unfinished(job_dir: Path, overrides: list[str], state: str, job_id: str) -> str:
+    """Mark a job that Slurm ended without a result in its metrics.json (written if the job never
+    started, with its .hydra/overrides.yaml so the summary lists it); return its status."""
+    status = "cancelled" if state == "CANCELLED" else "interrupted"
+    metrics_file = job_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics |= {"status": status, "slurm_state": state, "slurm_job_id": job_id}
+    if not (job_dir / ".hydra" / "overrides.yaml").is_file():
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        saved = OmegaConf.create(filter_overrides(overrides))
+        OmegaConf.save(saved, job_dir / ".hydra" / "overrides.yaml")
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    return status
+
+
+def folder(config: DictConfig) -> Path:
+    """A job's folder, from its composed config."""
+    return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+
+
+def slurm_states(array_id: str) -> dict[str, str] | None:
+    """{job id: Slurm state} of an array's jobs, from squeue; None if squeue did not answer."""
+    try:
+        listing = subprocess.run(
+            ["squeue", "--noheader", "--array", "--states=all", "--format=%i %T"]
+            + [f"--jobs={array_id}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dict(line.split() for line in listing.splitlines() if line.strip())
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    # --- in each job ---
+
+    def __call__(
+        self,
+        sweep_overrides: list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[type, Singleton],
+    ) -> JobReturn:
+        import torch
+
+        torch.set_num_threads(cpus_per_task())  # not every core of the node: the job's share
+        submitit_handler = signal.getsignal(signal.SIGUSR2)
+        if callable(submitit_handler):
+            signal.signal(signal.SIGUSR2, lambda *received: stop(submitit_handler, *received))
+        result = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+        job_dir = Path(result.hydra_cfg.hydra.runtime.output_dir)
+        status = run_status(job_dir)
+        if status != "ok" and first_process():  # the first of a DDP job's tasks writes it
+            raise RunNotOk(f"the run ended {status or 'without metrics.json'}: {job_dir}")
+        return result
+
+    def checkpoint(
+        self,
+        sweep_overrides: list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[type, Singleton],
+    ) -> Any:
+        """What submitit requeues when Slurm signals the job before its time limit or preempts
+        it: the same job, resuming in its own folder from last.ckpt when an epoch has finished."""
+        from mnist_mlp.config import last_checkpoint
+
+        last = last_checkpoint(self.job_dir(sweep_overrides, job_num))  # the signal may come early
+        overrides = [o for o in sweep_overrides if not o.startswith(("ckpt_path=", "hydra.output"))]
+        if last.is_file():  # the job's own .hydra/ stays, for the resume's comparison
+            overrides += [f"ckpt_path={quoted(last)}", "hydra.output_subdir=null"]
+        return super().checkpoint(overrides, job_dir_key, job_num, job_id, singleton_state)
+
+    # --- in the submitting command ---
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import submitit
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        overrides, job_dirs, devices = [], [], set()
+        for number, given in enumerate(job_overrides, start=initial_job_idx):
+            config = self.job_config([*given, f"hydra.sweep.dir={quoted(sweep_dir)}"], number)
+            # Compute nodes may start the jobs in another folder.
+            absolute = [f"hydra.sweep.dir={quoted(sweep_dir)}"]
+            absolute.append(f"data.root={quoted(Path(config.data.root).absolute())}")
+            overrides.append([o for o in given if not o.startswith("data.root=")] + absolute)
+            job_dirs.append(folder(config))  # data.root is not part of its name
+            is_ddp = "ddp" in str(config.trainer.get("strategy", ""))
+            devices.add(config.trainer.devices if is_ddp else None)
+        params = dict(self.params) | {"tasks_per_node": self.tasks_per_node(devices)}
+        executor = submitit.AutoExecutor(
+            folder=Path(params.pop("submitit_folder")).absolute(),
+            cluster="slurm",
+            slurm_max_num_timeout=params.pop("max_num_timeout"),
+        )
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{key if key in shared else f"slurm_{key}": value for key, value in params.items()}
+        )
+        numbers = range(initial_job_idx, initial_job_idx + len(overrides))
+        for number, job in zip(numbers, overrides, strict=True):
+            log.info(f"\t#{number} : {' '.join(filter_overrides(job))}")
+        jobs = executor.map_array(
+            self,
+            overrides,
+            ["hydra.sweep.dir"] * len(overrides),
+            list(numbers),
+            [f"job_id_for_{number}" for number in numbers],
+            [Singleton.get_state()] * len(overrides),
+        )
+        array_id = jobs[0].job_id.split("_")[0]
+        if len(jobs) == 1:
+            log.info(f"Submitted 1 Slurm job, {array_id}; its logs: {jobs[0].paths.folder}/")
+        else:
+            log.info(
+                f"Submitted {len(jobs)} Slurm jobs as array {array_id} (job n is {array_id}_n); "
+                f"Slurm's output of job n: {jobs[0].paths.folder.parent}/{array_id}_<n>/"
+            )
+        try:
+            return self.wait(jobs, overrides, job_dirs, array_id)
+        except KeyboardInterrupt:
+            log.error(
+                f"Stopped waiting; the Slurm jobs of array {array_id} keep running (squeue "
+                f"--jobs={array_id}; scancel {array_id} cancels them). When they end, "
+                f"python -m mnist_mlp.summary {sweep_dir} writes the sweep's summary."
+            )
+            raise SystemExit(130) from None
+
+    def job_config(self, overrides: list[str], number: int) -> DictConfig:
+        """A job's composed config, as the job will see it (its folder resolvable)."""
+        assert self.config is not None and self.hydra_context is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config):
+            config.hydra.job.num = number
+        return config
+
+    def job_dir(self, overrides: list[str], number: int) -> Path:
+        """The folder Hydra gives the job: <sweep dir>/<number>_<overrides>."""
+        return folder(self.job_config(overrides, number))
+
+    def tasks_per_node(self, devices: set[int | None]) -> int:
+        """One Slurm task per device for DDP jobs (Lightning needs as many); as given otherwise."""
+        given = int(self.params["tasks_per_node"])
+        if devices == {None}:
+            return given
+        if len(devices) > 1:
+            raise SystemExit(
+                f"This sweep mixes DDP jobs of trainer.devices={sorted(map(str, devices))}, but "
+                "a Slurm array gives all its jobs the same tasks per node; sweep each "
+                "trainer.devices (and non-DDP runs) separately."
+            )
+        (wanted,) = devices
+        if not isinstance(wanted, int):
+            raise SystemExit(
+                f"trainer.devices={wanted} under DDP on Slurm needs a number of devices (one "
+                "Slurm task each); give trainer.devices=<n>."
+            )
+        if given not in (1, wanted):
+            raise SystemExit(
+                f"hydra.launcher.tasks_per_node={given} but trainer.devices={wanted}: Lightning "
+                "needs one Slurm task per device; leave tasks_per_node out (it follows "
+                "trainer.devices) or make them equal."
+            )
+        if given != wanted:
+            log.info(f"DDP on {wanted} devices: {wanted} Slurm tasks per job")
+        return wanted
+
+    def wait(
+        self, jobs: list, overrides: list[list[str]], job_dirs: list[Path], array_id: str
+    ) -> list[JobReturn]:
+        """Poll squeue until every job has ended; a progress line when the counts change."""
+        from submitit.core.utils import pickle_load
+
+        results: dict[int, JobReturn] = {}
+        outcomes: dict[int, str] = {}
+        last_line, last_states = "", {}
+        started: set[str] = set()
+        while len(results) < len(jobs):
+            states = slurm_states(array_id)
+            for index, job in enumerate(jobs):
+                if index in results:
+                    continue
+                state = (states or {}).get(job.job_id, "UNKNOWN")
+                if state in WAITING and job.job_id in started:  # it ran, and waits again
+                    log.info(f"Job {job.job_id} was requeued; it resumes from its last.ckpt.")
+                    started.discard(job.job_id)
+                elif state in RUNNING:
+                    started.add(job.job_id)
+                ended = state in ENDED or (states is not None and job.job_id not in states)
+                if job.paths.result_pickle.exists():
+                    outcome, value = pickle_load(job.paths.result_pickle)
+                    if outcome == "success":
+                        results[index], outcomes[index] = value, "ok"
+                        continue
+                    status = self.report(job, job_dirs[index], value.strip().splitlines()[-1])
+                elif ended:
+                    status = record_unfinished(job_dirs[index], overrides[index], state, job.job_id)
+                    self.report(job, job_dirs[index], f"Slurm ended it as {state}")
+                else:
+                    continue
+                # Not ok, but the sweep goes on (nan, as run.py returns for a failed run).
+                results[index] = JobReturn(
+                    overrides=overrides[index], status=JobStatus.COMPLETED, _return_value=math.nan
+                )
+                outcomes[index] = status
+            last_states = states or last_states
+            counts = Counter(
+                outcomes.get(index)
+                or ("running" if last_states.get(job.job_id) in RUNNING else "pending")
+                for index, job in enumerate(jobs)
+            )
+            order = ["pending", "running", "ok"]
+            names = sorted(counts, key=lambda name: (order + [name]).index(name))
+            line = ", ".join(f"{counts[name]} {name}" for name in names)
+            if line != last_line:
+                log.info(f"Slurm {'array' if len(jobs) > 1 else 'job'} {array_id}: {line}")
+                last_line = line
+            if len(results) < len(jobs):
+                time.sleep(POLL_SECONDS)
+        return [results[index] for index in range(len(jobs))]
+
+    @staticmethod
+    def report(job: Any, job_dir: Path, fallback: str) -> str:
+        """Show a job that did not end ok, with its own sentence; return its status."""
+        status = run_status(job_dir) or "failed"
+        sentence = error_sentence(job_dir) or fallback
+        log.warning(f"Job {job.job_id} ({job_dir.name}) {status}: {sentence}")
+        return status
+
+
+def stop(submitit_handler: Any, number: int, frame: Any) -> None:
+    """Slurm's signal before the time limit (or preemption), in a job: submitit saves the job to
+    requeue (SlurmLauncher.checkpoint) and requeues it, or refuses when its max_num_timeout is
+    spent. Either way training then stops as it does on SIGTERM, so the run records what it
+    kept (metrics.json `interrupted`, last.ckpt, the resume command)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from submitit.core.utils import UncompletedJobError
+
+    try:
+        submitit_handler(number, frame)
+    except SystemExit:  # submitit requeued the job and asks it to end
+        log.warning("Slurm requeued this job: it resumes from its last.ckpt.")
+    except UncompletedJobError as error:
+        log.error(f"Slurm's time limit is near and submitit will not requeue this job ({error}).")
+    raise SIGTERMException
