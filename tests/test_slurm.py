@@ -108,9 +108,10 @@ def metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def squeue(env: dict[str, str]) -> dict[str, str]:
+def squeue(env: dict[str, str], *options: str) -> dict[str, str]:
+    """{job id: state} of the local Slurm's jobs."""
     listing = subprocess.run(
-        ["squeue", "--noheader", "--array", "--format=%i %T"],
+        ["squeue", "--noheader", "--array", "--format=%i %T", *options],
         env=env,
         capture_output=True,
         text=True,
@@ -131,24 +132,33 @@ def test_a_sweep_runs_one_slurm_job_per_run_with_a_share_of_the_cores(
         *SMALL,
         "epochs=1",
         "batch_size=32,64",
-        "lr=0.1,0.2",
+        "lr=0.1,1e6",  # the two lr=1e6 jobs diverge
         f"hydra.sweep.dir={sweep_dir}",
     )
-    assert result.returncode == 0, result.stdout[-3000:]
-    runs = jobs(sweep_dir)
-    assert sorted((run["batch_size"], run["lr"]) for run in runs) == [
-        (32, 0.1),
-        (32, 0.2),
-        (64, 0.1),
-        (64, 0.2),
-    ]
+    assert result.returncode == 0, result.stdout[-3000:]  # diverged runs did finish
+    runs = {(run["batch_size"], run["lr"]): run for run in jobs(sweep_dir)}
+    assert {key: run["status"] for key, run in runs.items()} == {
+        (32, 0.1): "ok",
+        (32, 1e6): "diverged",
+        (64, 0.1): "ok",
+        (64, 1e6): "diverged",
+    }
     # Each job's torch threads follow the CPUs Slurm gave it (one by default), not the node's.
-    assert all(run["status"] == "ok" and run["torch_threads"] == 1 for run in runs)
-    assert re.search(r"Submitted 4 Slurm jobs as array \d+", result.stdout)
-    assert re.search(r"Slurm array \d+: 4 ok", result.stdout)  # the progress line's last state
+    assert all(run["torch_threads"] == 1 for run in runs.values())
+    array_id = re.search(r"Submitted 4 Slurm jobs as array (\d+)", result.stdout).group(1)
+    assert f"Slurm array {array_id}: 2 ok, 2 diverged" in result.stdout  # the last progress line
+    assert f"Job {array_id}_1 " in result.stdout and "diverged: The loss became" in result.stdout
+    # Slurm's own record of each job follows its run.
+    states = squeue(slurm, "--states=all")
+    assert [states[f"{array_id}_{n}"] for n in range(4)] == [
+        "COMPLETED",
+        "FAILED",
+        "COMPLETED",
+        "FAILED",
+    ]
     overrides = (job_dir(sweep_dir, 0) / ".hydra" / "overrides.yaml").read_text()
     assert f"data.root='{tmp_path / 'data'}'" in overrides  # made absolute before submission
-    assert (sweep_dir / "summary.md").read_text().count("| ok |") == 4
+    assert (sweep_dir / "summary.md").read_text().count("| ok |") == 2
 
 
 def test_a_cancelled_job_is_recorded_and_the_sweep_says_how_to_run_it_on(

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from mnist_mlp.claims import claim, release
 from mnist_mlp.config import last_checkpoint
 from mnist_mlp.errors import UsageError
-from mnist_mlp.summary import UNFINISHED, unfinished
+from mnist_mlp.summary import UNFINISHED, summarise_sweep, unfinished
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ class RunDirs(Callback):
         _claim_unfinished(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mnist_mlp.summary import summarise_sweep  # matplotlib: only when a sweep ends
-
         sweep_dir = Path(config.hydra.sweep.dir)
         for line in summarise_sweep(sweep_dir):
             log.info(line)

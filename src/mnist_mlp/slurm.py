@@ -65,11 +65,12 @@ def run_status(job_dir: Path) -> str | None:
 
 
 def error_sentence(job_dir: Path) -> str:
-    """The last error the job logged (the sentence run.py gives), or ''."""
+    """The last error the run logged (the sentence run.py gives, not submitit's), or ''."""
     log_file = job_dir / "train.log"
     if not log_file.is_file():
         return ""
-    errors = [line for line in log_file.read_text().splitlines() if "][ERROR] - " in line]
+    lines = log_file.read_text().splitlines()
+    errors = [line for line in lines if "][mnist_mlp." in line and "][ERROR] - " in line]
     return errors[-1].split("][ERROR] - ", 1)[1] if errors else ""
 
 
