@@ -135,12 +135,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         return result
 
     def checkpoint(
-        self,
-        sweep_overrides: list[str],
-        job_dir_key: str,
-        job_num: int,
-        job_id: str,
-        singleton_state: dict[type, Singleton],
+        self, sweep_overrides: list[str], job_dir_key: str, job_num: int, *rest: Any
     ) -> Any:
         """What submitit requeues when Slurm signals the job before its time limit or preempts
         it: the same job, resuming in its own folder from last.ckpt when an epoch has finished."""
@@ -150,7 +145,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         overrides = [o for o in sweep_overrides if not o.startswith(("ckpt_path=", "hydra.output"))]
         if last.is_file():  # the job's own .hydra/ stays, for the resume's comparison
             overrides += [f"ckpt_path={quoted(last)}", "hydra.output_subdir=null"]
-        return super().checkpoint(overrides, job_dir_key, job_num, job_id, singleton_state)
+        return super().checkpoint(overrides, job_dir_key, job_num, *rest)
 
     # --- in the submitting command ---
 
