@@ -40,8 +40,8 @@ POLL_SECONDS = 5  # between squeue calls while the sweep waits (one call for all
 RUNNING = {"CONFIGURING", "RUNNING", "COMPLETING", "STAGE_OUT"}
 WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
 # Slurm's states of a job that ended (squeue lists them for MinJobAge, 300 s by default).
-ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY"}
-ENDED |= {"BOOT_FAIL", "DEADLINE"}
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED", "NODE_FAIL"}
+ENDED |= {"OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
 class RunNotOk(Exception):
