@@ -138,3 +138,19 @@ def test_slurm_ddp_jobs_get_one_task_per_device_or_one_sentence() -> None:
         SlurmLauncher(tasks_per_node=2).tasks_per_node({4})
     with pytest.raises(SystemExit, match="sweep each trainer.devices"):
         SlurmLauncher(tasks_per_node=1).tasks_per_node({2, None})
+
+
+def test_the_slurm_launcher_without_sbatch_says_so_in_one_sentence(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(SystemExit, match="submits with sbatch, which is not on") as refused:
+        run_main(
+            "-m",
+            "hydra/launcher=slurm",
+            f"data.root={data_root}",
+            *TINY,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            monkeypatch=monkeypatch,
+        )
+    assert "hydra/launcher=joblib" in str(refused.value.code)

@@ -60,32 +60,33 @@ def long_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("long_data"), train=6000, test=200)
 
 
-def command(*overrides: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", *overrides]
-
-
-def sweep(env: dict[str, str], cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """The submitting command, its output (Hydra's and the launcher's log, errors) in .stdout."""
-    return subprocess.run(
-        command(*overrides),
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-
-
-def start(env: dict[str, str], cwd: Path, *overrides: str) -> subprocess.Popen:
+def start(env: dict[str, str], cwd: Path, data: object, *overrides: str) -> subprocess.Popen:
+    """`python train.py -m hydra/launcher=slurm` from cwd, the tiny network on `data`, into
+    <cwd>/sweep; its output (Hydra's and the launcher's log, errors) on .stdout."""
+    settings = [f"data.root={data}", *SMALL, *overrides, f"hydra.sweep.dir={cwd / 'sweep'}"]
     return subprocess.Popen(
-        command(*overrides),
+        [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", *settings],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def sweep(env: dict[str, str], cwd: Path, data: object, *overrides: str) -> tuple[int, str]:
+    """start(), waited for: (its exit status, its output)."""
+    submitting = start(env, cwd, data, *overrides)
+    output, _ = submitting.communicate(timeout=600)
+    return submitting.returncode, output
+
+
+def time_limit(requeues: int) -> list[str]:
+    """Slurm's shortest limit, a minute. Its signal comes signal_delay_s before the limit, or up
+    to 30 s earlier (slurmctld looks every 30 s): here 20-50 s into the job, after its first
+    epoch."""
+    delay = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10"]
+    return [*delay, f"hydra.launcher.max_num_timeout={requeues}"]
 
 
 def wait_for(found: Callable[[], object], what: str, seconds: float = 120) -> object:
@@ -125,17 +126,9 @@ def test_a_sweep_runs_one_slurm_job_per_run_with_a_share_of_the_cores(
 ) -> None:
     (tmp_path / "data").symlink_to(data_root)  # relative to the submitting folder
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        slurm,
-        tmp_path,
-        "data.root=data",
-        *SMALL,
-        "epochs=1",
-        "batch_size=32,64",
-        "lr=0.1,1e6",  # the two lr=1e6 jobs diverge
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    assert result.returncode == 0, result.stdout[-3000:]  # diverged runs did finish
+    # The two lr=1e6 jobs diverge.
+    status, output = sweep(slurm, tmp_path, "data", "epochs=1", "batch_size=32,64", "lr=0.1,1e6")
+    assert status == 0, output[-3000:]  # diverged runs did finish
     runs = {(run["batch_size"], run["lr"]): run for run in jobs(sweep_dir)}
     assert {key: run["status"] for key, run in runs.items()} == {
         (32, 0.1): "ok",
@@ -145,9 +138,9 @@ def test_a_sweep_runs_one_slurm_job_per_run_with_a_share_of_the_cores(
     }
     # Each job's torch threads follow the CPUs Slurm gave it (one by default), not the node's.
     assert all(run["torch_threads"] == 1 for run in runs.values())
-    array_id = re.search(r"Submitted 4 Slurm jobs as array (\d+)", result.stdout).group(1)
-    assert f"Slurm array {array_id}: 2 ok, 2 diverged" in result.stdout  # the last progress line
-    assert f"Job {array_id}_1 " in result.stdout and "diverged: The loss became" in result.stdout
+    array_id = re.search(r"Submitted 4 Slurm jobs as array (\d+)", output).group(1)
+    assert f"Slurm array {array_id}: 2 ok, 2 diverged" in output  # the last progress line
+    assert f"Job {array_id}_1 " in output and "diverged: The loss became" in output
     # Slurm's own record of each job follows its run.
     states = squeue(slurm, "--states=all")
     assert [states[f"{array_id}_{n}"] for n in range(4)] == [
@@ -165,14 +158,7 @@ def test_a_cancelled_job_is_recorded_and_the_sweep_says_how_to_run_it_on(
     slurm: dict[str, str], long_data: Path, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    submitting = start(
-        slurm,
-        tmp_path,
-        f"data.root={long_data}",
-        *SMALL,
-        "epochs=1,40",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    submitting = start(slurm, tmp_path, long_data, "epochs=1,40")
     wait_for(lambda: list(sweep_dir.glob("1_*/checkpoints/last.ckpt")), "job 1's first epoch")
     (job_id,) = [job for job in squeue(slurm) if job.endswith("_1")]
     subprocess.run(["scancel", job_id], env=slurm, check=True)
@@ -202,15 +188,7 @@ def test_ctrl_c_leaves_the_jobs_running_and_says_how_to_summarise_them(
     slurm: dict[str, str], long_data: Path, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    submitting = start(
-        slurm,
-        tmp_path,
-        f"data.root={long_data}",
-        *SMALL,
-        "epochs=300",
-        "lr=0.1,0.2",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    submitting = start(slurm, tmp_path, long_data, "epochs=300", "lr=0.1,0.2")
     assert submitting.stdout is not None
     seen = ""
     while "Submitted" not in seen:
@@ -229,31 +207,21 @@ def test_ctrl_c_leaves_the_jobs_running_and_says_how_to_summarise_them(
 def test_a_job_at_its_time_limit_is_requeued_and_ends_as_an_unbroken_run(
     slurm: dict[str, str], long_data: Path, tmp_path: Path
 ) -> None:
-    # Slurm's shortest limit is a minute. Its signal comes signal_delay_s before the limit, or up
-    # to 30 s earlier (slurmctld looks every 30 s): here 20-50 s into the job, after the first
-    # epoch, and before 450 epochs have trained on one core. A requeued job may be signalled
-    # again before it finishes (then requeued again: max_num_timeout=5).
-    settings = [f"data.root={long_data}", *SMALL, "epochs=450"]
+    # The signal (time_limit) comes before 450 epochs have trained on one core. A requeued job
+    # may be signalled again before it finishes (then requeued again: up to 5 times).
+    settings = [f"data.root={long_data}", *SMALL, "epochs=450", f"hydra.run.dir={tmp_path / 'run'}"]
     unbroken = subprocess.Popen(  # beside it, on the other core, as a straight local run
-        [sys.executable, str(ROOT / "train.py"), *settings, f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, str(ROOT / "train.py"), *settings],
         env=os.environ | {"OMP_NUM_THREADS": "1"},
         stderr=subprocess.PIPE,
         text=True,
     )
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        slurm,
-        tmp_path,
-        *settings,
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=10",
-        "hydra.launcher.max_num_timeout=5",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    status, output = sweep(slurm, tmp_path, long_data, "epochs=450", *time_limit(requeues=5))
     assert unbroken.wait(timeout=600) == 0, unbroken.communicate()[1][-3000:]
 
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "was requeued; it resumes from its last.ckpt" in result.stdout
+    assert status == 0, output[-3000:]
+    assert "was requeued; it resumes from its last.ckpt" in output
     assert "Resuming" in (job_dir(sweep_dir, 0) / "train.log").read_text()
     (log_file,) = sweep_dir.glob(".submitit/*/*_0_log.err")
     assert "Requeued job" in log_file.read_text()
@@ -268,42 +236,35 @@ def test_a_job_that_may_not_be_requeued_ends_interrupted_with_its_resume_command
     slurm: dict[str, str], long_data: Path, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        slurm,
-        tmp_path,
-        f"data.root={long_data}",
-        *SMALL,
-        "epochs=600",
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=10",
-        "hydra.launcher.max_num_timeout=0",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    assert result.returncode == 1
+    status, output = sweep(slurm, tmp_path, long_data, "epochs=600", *time_limit(requeues=0))
+    assert status == 1
     stopped = metrics(job_dir(sweep_dir, 0))
     assert stopped["status"] == "interrupted" and 1 <= stopped["epochs_run"] < 600
     assert stopped["slurm_state"] == "FAILED"  # Slurm's own record says it did not finish
     assert "submitit will not requeue this job" in (job_dir(sweep_dir, 0) / "train.log").read_text()
-    assert f"ckpt_path='{job_dir(sweep_dir, 0)}/checkpoints/last.ckpt'" in result.stdout
+    assert f"ckpt_path='{job_dir(sweep_dir, 0)}/checkpoints/last.ckpt'" in output
 
 
 def test_ddp_runs_as_one_job_of_one_task_per_device(
     slurm: dict[str, str], data_root: Path, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        slurm,
-        tmp_path,
-        "trainer=ddp_cpu",
-        f"data.root={data_root}",
-        *TINY,
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "DDP on 2 devices: 2 Slurm tasks per job" in result.stdout
+    status, output = sweep(slurm, tmp_path, data_root, "trainer=ddp_cpu", "epochs=2")
+    assert status == 0, output[-3000:]
+    assert "DDP on 2 devices: 2 Slurm tasks per job" in output
     (folder,) = sweep_dir.glob(".submitit/*/")
     logs = sorted(path.name.split("_")[-2] for path in folder.glob("*_log.err"))
     assert logs == ["0", "1"]  # one Slurm job, two tasks
     assert "MEMBER: 2/2" in "".join(path.read_text() for path in folder.glob("*_log.err"))
     run = metrics(job_dir(sweep_dir, 0))
     assert run["status"] == "ok" and run["test/acc"] > 0.5
+
+
+def test_a_submission_slurm_refuses_is_one_sentence(
+    slurm: dict[str, str], data_root: Path, tmp_path: Path
+) -> None:
+    status, output = sweep(slurm, tmp_path, data_root, "hydra.launcher.partition=no_such_partition")
+    assert status == 1
+    assert "Slurm refused the sweep's jobs (sbatch: error: Batch job submission failed" in output
+    assert "Invalid partition" in output
+    assert "Traceback" not in output

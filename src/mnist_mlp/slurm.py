@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -153,8 +154,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         import submitit
+        from submitit.core.utils import FailedJobError
 
         assert self.config is not None and self.hydra_context is not None
+        if shutil.which("sbatch") is None:
+            raise SystemExit(
+                "hydra/launcher=slurm submits with sbatch, which is not on this machine's PATH: "
+                "run the sweep on a Slurm login node, or choose another launcher (e.g. "
+                "hydra/launcher=joblib)."
+            )
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         overrides, job_dirs, devices = [], [], set()
         for number, given in enumerate(job_overrides, start=initial_job_idx):
@@ -179,14 +187,22 @@ class SlurmLauncher(SubmititSlurmLauncher):
         numbers = range(initial_job_idx, initial_job_idx + len(overrides))
         for number, job in zip(numbers, overrides, strict=True):
             log.info(f"\t#{number} : {' '.join(filter_overrides(job))}")
-        jobs = executor.map_array(
-            self,
-            overrides,
-            ["hydra.sweep.dir"] * len(overrides),
-            list(numbers),
-            [f"job_id_for_{number}" for number in numbers],
-            [Singleton.get_state()] * len(overrides),
-        )
+        try:
+            jobs = executor.map_array(
+                self,
+                overrides,
+                ["hydra.sweep.dir"] * len(overrides),
+                list(numbers),
+                [f"job_id_for_{number}" for number in numbers],
+                [Singleton.get_state()] * len(overrides),
+            )
+        except FailedJobError as error:  # sbatch refused: its own words, last line first
+            said = str(error).strip().splitlines()[-1]
+            raise SystemExit(
+                f"Slurm refused the sweep's jobs ({said}); check the hydra.launcher.* "
+                "settings (partition, account, qos, timeout_min, ...) and that this machine "
+                "can submit (sinfo)."
+            ) from None
         array_id = jobs[0].job_id.split("_")[0]
         if len(jobs) == 1:
             log.info(f"Submitted 1 Slurm job, {array_id}; its logs: {jobs[0].paths.folder}/")
