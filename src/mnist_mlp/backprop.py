@@ -21,7 +21,6 @@ a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -165,11 +164,12 @@ def squared_norms(deltas: list[torch.Tensor], inputs: list[torch.Tensor]) -> tor
     For a layer, example i's desired changes are delta_i (outer) a_i and delta_i, whose squared
     length is |delta_i|^2 (|a_i|^2 + 1): no per-example gradient is ever built.
     """
-    lengths = functools.partial(torch.linalg.vector_norm, dim=1)  # faster than squaring each
-    return sum(
-        lengths(delta).square() * (lengths(a).square() + 1)
-        for delta, a in zip(deltas, inputs, strict=True)
-    )
+    total = None
+    for delta, a in zip(deltas, inputs, strict=True):
+        delta_squared = torch.linalg.vecdot(delta, delta)  # few operations: each one is a cost
+        layer = torch.addcmul(delta_squared, delta_squared, torch.linalg.vecdot(a, a))
+        total = layer if total is None else total + layer
+    return total
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,19 +26,25 @@ ACTIVATIONS = {
 }
 
 
-def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The notes' cost: squared distance between output activations and one-hot targets.
-
-    The outputs are a softmax, a distribution over the ten classes like the one-hot target.
-    Summed over the ten outputs and averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2.
-    """
+def squared_errors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's ||y(x) - a(x)||^2: the squared distance between its output activations (a
+    softmax, a distribution over the ten classes like the target) and its one-hot target."""
     outputs = torch.softmax(logits, dim=1)
     # One-hot by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py).
     targets = (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(outputs.dtype)
-    return (outputs - targets).pow(2).sum(dim=1).mean()
+    return (outputs - targets).pow(2).sum(dim=1)
+
+
+def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The notes' cost, averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2."""
+    return squared_errors(logits, labels).mean()
 
 
 LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
+EXAMPLE_LOSSES = {  # each example's own cost, whose batch mean is LOSSES'
+    Loss.cross_entropy: functools.partial(F.cross_entropy, reduction="none"),
+    Loss.mse: squared_errors,
+}
 BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
 FULL_PRECISION = ("32-true", "64-true")  # Trainer.precision's names
 
@@ -58,21 +65,23 @@ class MLP(LightningModule):
         )
         self.activation = ACTIVATIONS[hp.activation]
         self.loss_fn = LOSSES[hp.loss]
+        self.example_loss = EXAMPLE_LOSSES[hp.loss]
         # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
         # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
         self.plain_backward = False  # decided when fitting starts
-        self.measure_noise = False  # likewise
+        self.noise_every = 0  # likewise: SGD steps between noise-scale measurements, 0 for none
         self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
         self.noise = NoiseScale()
-        # This epoch's mini-batch losses stay on the device, kept as they come (cheaper than a
-        # torchmetrics update: benchmarks/step_cost.py); read every check_finite_every steps
-        # they give the exact step at which a loss stopped being finite, and train/loss. No host
-        # sync per step.
-        self.step_losses: list[torch.Tensor] = []
-        self.step_sizes: list[int] = []
-        self.step_correct: list[torch.Tensor] = []  # each step's correctly classified examples
+        # Each SGD step only keeps its logits and labels, on the device; every check_finite_every
+        # steps they are read in one go: each example's cost gives the exact step at which the
+        # loss stopped being finite and train/loss, their argmax train/acc. No host sync and no
+        # extra operation per step (benchmarks/step_cost.py times the ways to keep them).
+        self.step_logits: list[torch.Tensor] = []  # of the steps not checked yet
+        self.step_labels: list[torch.Tensor] = []
         self.checked_steps = 0  # of this epoch, checked to be finite
+        self.epoch_correct: torch.Tensor | float = 0.0  # this epoch's checked steps' examples
+        self.epoch_examples = 0  # classified correctly before their step, and all of them
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
@@ -109,7 +118,7 @@ class MLP(LightningModule):
         self.plain_backward = trainer.world_size == 1 and trainer.precision in FULL_PRECISION
         # With DDP the gradient is averaged over the processes' batches but the examples' norms
         # are each process's own: the two would not belong to one batch size.
-        self.measure_noise = self.hparams.noise_scale_every > 0 and trainer.world_size == 1
+        self.noise_every = self.hparams.noise_scale_every if trainer.world_size == 1 else 0
 
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
@@ -148,41 +157,49 @@ class MLP(LightningModule):
     ) -> torch.Tensor:
         """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
         optimizer = self.optimizers()
-        noise_every = self.hparams.noise_scale_every
+        noise_every, step = self.noise_every, self.global_step
         for images, labels in batch:
             optimizer.zero_grad()
-            measure = self.measure_noise and self.global_step % noise_every == 0
+            measure = noise_every > 0 and step % noise_every == 0
             loss, logits, example_squared = self.gradient(images, labels, measure)
             if example_squared is not None:
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
             optimizer.step()  # one step of trainer.global_step
-            self.step_losses.append(loss.detach())
-            self.step_sizes.append(len(labels))
-            self.step_correct.append((logits.detach().argmax(1) == labels).sum())
+            self.step_logits.append(logits.detach())
+            self.step_labels.append(labels)
+            step += 1
         every = self.hparams.check_finite_every
+        checked = self.checked_steps
         last = batch_idx + 1 == self.trainer.num_training_batches
-        if last or len(self.step_losses) // every > self.checked_steps // every:
+        if last or (checked + len(self.step_logits)) // every > checked // every:
             self.check_and_log_steps()
         return loss
 
     def check_and_log_steps(self) -> None:
         """Stop training at the first non-finite loss among the steps not checked yet; else log
         their mean loss, and the noise scale, at the number of SGD steps taken."""
-        losses = torch.stack(self.step_losses[self.checked_steps :])
+        sizes = [len(labels) for labels in self.step_labels]
+        logits, labels = torch.cat(self.step_logits), torch.cat(self.step_labels)
+        losses = self.example_loss(logits, labels)
         finite = torch.isfinite(losses)
         if not finite.all():
-            first = int((~finite).nonzero()[0])
-            batch = self.checked_steps + first  # of this epoch
-            step = self.global_step - len(self.step_losses) + batch  # SGD steps since the start
+            first_example = int((~finite).nonzero()[0])
+            unchecked = int(torch.tensor(sizes).cumsum(0).gt(first_example).nonzero()[0])
+            start = sum(sizes[:unchecked])
+            loss = losses[start : start + sizes[unchecked]].mean().item()
+            batch = self.checked_steps + unchecked  # of this epoch
+            step = self.global_step - len(sizes) + unchecked  # SGD steps since the start
             raise Diverged(
-                f"The loss became {losses[first].item()} at step {step} "
+                f"The loss became {loss} at step {step} "
                 f"(epoch {self.current_epoch}, mini-batch {batch}) "
                 f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
                 f"e.g. lr={self.stable_lr():g}."
             )
-        sizes = torch.tensor(self.step_sizes[self.checked_steps :], device=losses.device)
-        self.checked_steps = len(self.step_losses)
-        scalars = {"train/loss": float(losses.mul(sizes).sum() / sizes.sum())}
+        self.epoch_correct = self.epoch_correct + (logits.argmax(1) == labels).sum()
+        self.epoch_examples += len(labels)
+        self.checked_steps += len(sizes)
+        self.step_logits, self.step_labels = [], []
+        scalars = {"train/loss": float(losses.mean())}
         scalars |= self.noise.read(self.global_step)
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.global_step)
@@ -197,16 +214,19 @@ class MLP(LightningModule):
         lr = self.optimizers().optimizer.param_groups[0]["lr"]
         for logger in self.loggers:
             logger.log_metrics({"train/lr": lr}, step=self.global_step)
-        self.step_losses, self.step_sizes, self.step_correct, self.checked_steps = [], [], [], 0
+        self.step_logits, self.step_labels, self.checked_steps = [], [], 0
+        self.epoch_correct, self.epoch_examples = 0.0, 0
 
     def log_sgd_step(self) -> None:
         """Put scalars at the number of SGD steps taken, whatever the mini-batches per step."""
         self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
 
     def on_train_epoch_end(self) -> None:
+        if self.step_logits:  # steps the last check did not see (training was stopped early)
+            self.check_and_log_steps()
         # The epoch's mini-batches as they came, each classified before its SGD step.
-        if self.step_sizes:
-            correct = float(torch.stack(self.step_correct).sum()) / sum(self.step_sizes)
+        if self.epoch_examples:
+            correct = float(self.epoch_correct) / self.epoch_examples
             for logger in self.loggers:
                 logger.log_metrics({"train/acc": correct}, step=self.global_step)
         self.noise.end_epoch()
