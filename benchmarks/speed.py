@@ -373,7 +373,9 @@ def main() -> None:
         f"lr={rates}",
         f"hydra.sweep.dir={workdir}/sweep",
     )
-    jobs = sorted((workdir / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name))
+    jobs = sorted(
+        (workdir / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[0])
+    )
     job_seconds = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
     default_batch = project_config(args).batch_size
     epoch_s = statistics.median(time_project(args, default_batch, workdir / "default")[1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +131,43 @@ def test_divergence_stops_the_run_at_the_step_and_records_it(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["epochs_run"] == 0
     assert metrics["val/acc"] is None
+
+
+class PoisonWeights(Callback):
+    """Makes a weight nan just before SGD step `step` (counted from 0), so that step's update
+    poisons the network and the next step's loss is the first that is not finite."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer: Trainer, module: LightningModule, optimizer):
+        if trainer.global_step == self.step:
+            module.layers[0].weight.data[0, 0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("poisoned", "reported"),
+    # 16 SGD steps per epoch on the tiny data; losses are read every 5 steps, in groups of 3.
+    [(7, "step 8 (epoch 0, mini-batch 8)"), (18, "step 19 (epoch 1, mini-batch 3)")],
+)
+def test_divergence_names_the_first_step_whose_loss_is_not_finite(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    poisoned: int,
+    reported: str,
+) -> None:
+    build = wiring.build
+
+    def build_with_poison(cfg: DictConfig, run_dir: Path):
+        datamodule, model, trainer = build(cfg, run_dir)
+        trainer.callbacks.append(PoisonWeights(poisoned))
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(wiring, "build", build_with_poison)
+    cfg = make_cfg("model.check_finite_every=5", "data.batches_per_step=3")
+    with pytest.raises(Diverged, match=rf"The loss became nan at {re.escape(reported)} "):
+        train(cfg, tmp_path)
 
 
 class SendSignal(Callback):
