@@ -13,7 +13,13 @@ import pytest
 import torch
 from torchvision import datasets
 
-from mnist_mlp.data import MNISTDataModule, TrainingSteps, ensure_raw_files, epoch_order
+from mnist_mlp.data import (
+    MiniBatches,
+    MNISTDataModule,
+    TrainingSteps,
+    ensure_raw_files,
+    epoch_order,
+)
 from mnist_mlp.errors import UsageError
 from tests.conftest import settings, write_dataset, write_idx
 
@@ -235,3 +241,12 @@ def test_a_batch_as_large_as_the_training_set_is_named_full_batch(
     with caplog.at_level(logging.INFO):
         datamodule(tmp_path, batch_size=1000)
     assert "covers all 500 training images: each SGD step is full-batch gradient" in caplog.text
+
+
+@pytest.mark.parametrize("count", [12, 10])  # whole mini-batches, and a shorter last one
+def test_the_last_mini_batch_alone_is_the_last_one_iterated(count: int) -> None:
+    images, labels = torch.arange(40.0).view(20, 2), torch.arange(20)
+    steps = MiniBatches(images, labels, torch.randperm(20)[:count], batch_size=4)
+    *_, (last_images, last_labels) = steps
+    images_alone, labels_alone = steps.last()
+    assert torch.equal(images_alone, last_images) and torch.equal(labels_alone, last_labels)

@@ -72,6 +72,11 @@ class MiniBatches:
         for part in self.index.split(self.batch_size):
             yield self.images[part], self.labels[part]
 
+    def last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last mini-batch alone (iterating would gather every one)."""
+        part = self.index[(len(self) - 1) * self.batch_size :]
+        return self.images[part], self.labels[part]
+
 
 class TrainingSteps:
     """An epoch of training: MiniBatches of `per_step` mini-batches each, in the order that

@@ -158,7 +158,7 @@ class Pictures(Callback):
         log_layers(writer, module, trainer.global_step)
         # How much the examples' desired changes disagree: the length of each example's own
         # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
-        *_, (images, labels) = batch
+        images, labels = batch.last()  # mnist_mlp.data.MiniBatches
         hp = module.hparams
         norms = example_gradient_norms(
             module.layers, module.activation, DERIVATIVES[hp.activation], hp.loss, images, labels
