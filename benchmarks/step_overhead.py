@@ -1,0 +1,132 @@
+"""Where the time around an SGD step goes, measured inside a real fit of the project.
+
+    python benchmarks/step_overhead.py --data-root /tmp/fmnist [override ...]
+
+At the fit's first training step, with Lightning's loop, callbacks and logger in place, the same
+SGD steps on the same real mini-batches are timed five ways, in turns (median of the turns):
+
+- bare: forward, loss, backward and torch's own `optimizer.step()`;
+- through Lightning's optimizer wrapper (`self.optimizers().step()`, which counts the step in
+  `trainer.global_step` and calls every callback's and the module's `on_before_optimizer_step`);
+- the same `on_before_optimizer_step` hooks called directly (each does nothing here), then torch's
+  step: what the wrapper costs beyond them is Lightning's dispatch and counting;
+- the project's `training_step` with the noise scale off (its loop, and what it keeps per step);
+- the project's `training_step` as configured (the noise scale every `model.noise_scale_every`).
+
+The fit then trains its one epoch, and the time Lightning spent outside `training_step` in it
+(its loop, data fetching, progress bar and the callbacks' batch hooks) is divided by the
+epoch's SGD steps.
+Prints microseconds per SGD step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning import Callback, LightningModule, Trainer
+
+from mnist_mlp.data import DATASETS, MiniBatches
+from mnist_mlp.train import build
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, TURNS = 320, 9
+
+
+class OutsideSteps(Callback):
+    """Seconds of each training epoch spent outside training_step."""
+
+    def __init__(self) -> None:
+        self.inside = self.start = 0.0
+        self.outside: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.inside, self.start = 0.0, time.perf_counter()
+
+    def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
+        if self.start:  # not the sanity check
+            self.outside.append(time.perf_counter() - self.start - self.inside)
+            self.start = 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="FashionMNIST")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. batch_size=256")
+    args = parser.parse_args()
+    overrides = [f"data.root={args.data_root.resolve()}", f"data.dataset={args.dataset}"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=[*overrides, "epochs=1", *args.overrides])
+    datamodule, model, trainer = build(cfg, Path(tempfile.mkdtemp(prefix="mnist-mlp-overhead-")))
+    outside = OutsideSteps()
+    trainer.callbacks.append(outside)
+    training_step = model.training_step
+    batch_size, per_step = cfg.batch_size, cfg.data.batches_per_step
+    timings: dict[str, list[float]] = {}
+
+    def timed(batch, batch_idx: int):
+        start = time.perf_counter()
+        if not timings:  # the fit's first step; counted as inside training_step
+            time_the_ways(batch_size, per_step)
+        result = training_step(batch, batch_idx)
+        outside.inside += time.perf_counter() - start
+        return result
+
+    def time_the_ways(batch_size: int, per_step: int) -> None:
+        optimizer = model.optimizers()
+        images, labels = datamodule.splits["train"]
+        order = torch.randperm(len(labels))[: batch_size * STEPS]
+        steps = len(order.split(batch_size))
+
+        def bare(step) -> float:
+            start = time.perf_counter()
+            for index in order.split(batch_size):
+                loss = model.loss_fn(model(images[index]), labels[index])
+                optimizer.zero_grad()
+                loss.backward()
+                step()
+            return time.perf_counter() - start
+
+        def hooks_then_step() -> None:
+            for callback in trainer.callbacks:
+                callback.on_before_optimizer_step(trainer, model, optimizer)
+            model.on_before_optimizer_step(optimizer)
+            optimizer.optimizer.step()
+
+        def project(noise_every: int) -> float:
+            configured, model.noise_every = model.noise_every, noise_every
+            start = time.perf_counter()
+            for index in order.split(batch_size * per_step):
+                training_step(MiniBatches(images, labels, index, batch_size), 1)
+            model.noise_every = configured
+            return time.perf_counter() - start
+
+        ways = {
+            "bare (torch's optimizer.step())": lambda: bare(optimizer.optimizer.step),
+            "through Lightning's optimizer wrapper": lambda: bare(optimizer.step),
+            "the same hooks called directly, then torch's": lambda: bare(hooks_then_step),
+            "project's training_step, noise scale off": lambda: project(0),
+            "project's training_step as configured": lambda: project(model.noise_every),
+        }
+        for _ in range(TURNS):
+            for name, way in ways.items():
+                timings.setdefault(name, []).append(way() / steps * 1e6)
+
+    model.training_step = timed
+    trainer.fit(model, datamodule=datamodule)
+    print(f"{' '.join(args.overrides) or 'default'}: us per SGD step ({cfg.batch_size} examples)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {TURNS}")
+    for name, values in timings.items():
+        print(f"{name + ':':45s} {statistics.median(values):8.1f}")
+    sgd_steps = trainer.train_dataloader.mini_batches  # of the epoch, the timed ways left out
+    print(f"{'Lightning, outside training_step:':45s} {outside.outside[0] / sgd_steps * 1e6:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
