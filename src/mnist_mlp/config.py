@@ -95,9 +95,9 @@ class ModelConfig:
     # SGD steps between checks that the loss is finite (each check waits for the device).
     check_finite_every: int = field(default=50, metadata=HOW)
     # SGD steps between measurements of the gradient noise scale (mnist_mlp/noise.py), logged with
-    # train/loss; 0: off. It does not change what is trained. A measurement costs about as much
-    # as a small network's step at a small batch (benchmarks/speed.py --noise), so by default one
-    # is taken per train/loss point; the batch-size study, which is about it, takes more.
+    # train/loss; 0: off. It does not change what is trained. A measurement costs more than a
+    # small network's whole step at a small batch (benchmarks/speed.py --noise), so by default
+    # one is taken per train/loss point; the batch-size study, which is about it, takes more.
     noise_scale_every: int = field(default=50, metadata=HOW)
     loss: Loss = II("loss")
     lr: float = II("lr")

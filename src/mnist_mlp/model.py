@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,8 +82,10 @@ class MLP(LightningModule):
         self.step_logits: list[torch.Tensor] = []  # of the steps not checked yet
         self.step_labels: list[torch.Tensor] = []
         self.checked_steps = 0  # of this epoch, checked to be finite
-        self.epoch_correct: torch.Tensor | float = 0.0  # this epoch's checked steps' examples
-        self.epoch_examples = 0  # classified correctly before their step, and all of them
+        # For train/acc: of the examples of this epoch's checked steps, those classified right
+        # before their step, and all of them.
+        self.epoch_correct: torch.Tensor | float = 0.0
+        self.epoch_examples = 0
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
@@ -184,11 +188,11 @@ class MLP(LightningModule):
         finite = torch.isfinite(losses)
         if not finite.all():
             first_example = int((~finite).nonzero()[0])
-            unchecked = int(torch.tensor(sizes).cumsum(0).gt(first_example).nonzero()[0])
-            start = sum(sizes[:unchecked])
-            loss = losses[start : start + sizes[unchecked]].mean().item()
-            batch = self.checked_steps + unchecked  # of this epoch
-            step = self.global_step - len(sizes) + unchecked  # SGD steps since the start
+            ends = list(itertools.accumulate(sizes))  # where each unchecked step's examples end
+            bad = bisect.bisect_right(ends, first_example)  # the unchecked step it belongs to
+            loss = losses[ends[bad] - sizes[bad] : ends[bad]].mean().item()
+            batch = self.checked_steps + bad  # of this epoch
+            step = self.global_step - len(sizes) + bad  # SGD steps since the start
             raise Diverged(
                 f"The loss became {loss} at step {step} "
                 f"(epoch {self.current_epoch}, mini-batch {batch}) "
