@@ -216,7 +216,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_ends_as_an_unbroken_run(
 ) -> None:
     # The signal (time_limit) comes before 700 epochs have trained on one core, even on a fast
     # processor (its latest arrival is 50 s in). A requeued job may be signalled again before it
-    # finishes (then requeued again: up to 5 times).
+    # finishes (then requeued again: up to 8 times).
     settings = [f"data.root={long_data}", *SMALL, "epochs=700", f"hydra.run.dir={tmp_path / 'run'}"]
     unbroken = subprocess.Popen(  # beside it, on the other core, as a straight local run
         [sys.executable, str(ROOT / "train.py"), *settings],
@@ -225,7 +225,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_ends_as_an_unbroken_run(
         text=True,
     )
     sweep_dir = tmp_path / "sweep"
-    status, output = sweep(slurm, tmp_path, long_data, "epochs=700", *time_limit(requeues=5))
+    status, output = sweep(slurm, tmp_path, long_data, "epochs=700", *time_limit(requeues=8))
     assert unbroken.wait(timeout=600) == 0, unbroken.communicate()[1][-3000:]
 
     assert status == 0, output[-3000:]
