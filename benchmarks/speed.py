@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, random_split
 from torchvision import transforms
 
 from mnist_mlp.data import DATASETS, epoch_order
+from mnist_mlp.summary import job_number
 from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -373,9 +374,7 @@ def main() -> None:
         f"lr={rates}",
         f"hydra.sweep.dir={workdir}/sweep",
     )
-    jobs = sorted(
-        (workdir / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[0])
-    )
+    jobs = sorted((workdir / "sweep").glob("*/metrics.json"), key=lambda p: job_number(p.parent))
     job_seconds = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
     default_batch = project_config(args).batch_size
     epoch_s = statistics.median(time_project(args, default_batch, workdir / "default")[1:])

@@ -67,18 +67,18 @@ def main() -> None:
     outside = OutsideSteps()
     trainer.callbacks.append(outside)
     training_step = model.training_step
-    batch_size, per_step = cfg.batch_size, cfg.data.batches_per_step
     timings: dict[str, list[float]] = {}
 
     def timed(batch, batch_idx: int):
         start = time.perf_counter()
         if not timings:  # the fit's first step; counted as inside training_step
-            time_the_ways(batch_size, per_step)
+            time_the_ways()
         result = training_step(batch, batch_idx)
         outside.inside += time.perf_counter() - start
         return result
 
-    def time_the_ways(batch_size: int, per_step: int) -> None:
+    def time_the_ways() -> None:
+        batch_size, per_step = cfg.batch_size, cfg.data.batches_per_step
         optimizer = model.optimizers()
         images, labels = datamodule.splits["train"]
         order = torch.randperm(len(labels))[: batch_size * STEPS]

@@ -64,7 +64,8 @@ class NoiseScale:
         if batch_size < 2:  # one example gives no second batch size to compare with
             return
         # |G_B|^2, the squared length of all the gradients as one vector, in few operations
-        batch_squared = torch.stack([torch.dot(g.flatten(), g.flatten()) for g in gradients]).sum()
+        flat = [gradient.flatten() for gradient in gradients]
+        batch_squared = torch.stack([torch.dot(g, g) for g in flat]).sum()
         self.pending.append(torch.stack([batch_squared, example_squared.mean()]))
         self.pending_sizes.append(batch_size)  # kept on the host: no copy to the device per step
 
