@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from mnist_mlp.config import SETTINGS, TrainConfig
-from mnist_mlp.model import MLP
+from mnist_mlp.model import EXAMPLE_LOSSES, MLP
 from tests.conftest import ROOT, settings
 
 
@@ -39,6 +39,17 @@ def test_cross_entropy_is_on_logits() -> None:
     logits, labels = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
     expected = -logits.log_softmax(1)[torch.arange(4), labels].mean()
     torch.testing.assert_close(mlp().loss_fn(logits, labels), expected)
+
+
+def test_each_examples_cost_is_the_batch_costs_term() -> None:
+    """What train/loss and the divergence check read: F.cross_entropy's values per example, also
+    for huge logits, and non-finite where a logit is."""
+    logits, labels = torch.randn(6, 10) * 30, torch.tensor([1, 2, 3, 4, 0, 9])
+    expected = F.cross_entropy(logits, labels, reduction="none")
+    torch.testing.assert_close(EXAMPLE_LOSSES["cross_entropy"](logits, labels), expected)
+    logits[2, 5], logits[4, 0] = float("inf"), float("nan")
+    finite = torch.isfinite(EXAMPLE_LOSSES["cross_entropy"](logits, labels))
+    assert finite.tolist() == [True, True, False, True, False, True]
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from mnist_mlp.errors import Diverged, UsageError
+from mnist_mlp.hooks import QuietPrecision, listened
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.progress import SGDStepsProgressBar
 from mnist_mlp.train import SCORES, build, train
@@ -206,6 +207,43 @@ def test_without_such_options_a_lightning_step_takes_several_sgd_steps(
     trainer, seen = fit(make_cfg, tmp_path)
     assert trainer.global_step == 2 * 16 and seen.validated_at == [16, 32]
     assert len(seen.labels[0]) == 16  # mini-batches, taken in one Lightning step
+
+
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+class Listening(Callback):
+    """Counts Lightning's hooks around each SGD step."""
+
+    def __init__(self) -> None:
+        self.calls = dict.fromkeys(STEP_HOOKS, 0)
+
+    def on_before_backward(self, trainer: Trainer, module, loss) -> None:
+        self.calls["on_before_backward"] += 1
+
+    def on_after_backward(self, trainer: Trainer, module) -> None:
+        self.calls["on_after_backward"] += 1
+
+    def on_before_optimizer_step(self, trainer: Trainer, module, optimizer) -> None:
+        self.calls["on_before_optimizer_step"] += 1
+
+
+def test_the_step_hooks_are_skipped_only_while_nothing_listens(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    quiet, _ = fit(make_cfg, tmp_path / "quiet")
+    assert isinstance(quiet.precision_plugin, QuietPrecision) and quiet.precision == "32-true"
+    assert not any(listened(quiet, hook) for hook in STEP_HOOKS)
+    _, _, profiled = build(make_cfg("debug=profiler"), tmp_path / "profiled")
+    assert all(listened(profiled, hook) for hook in STEP_HOOKS)
+
+    datamodule, model, trainer = build(make_cfg(), tmp_path / "listened")
+    listening = Listening()
+    trainer.callbacks.append(listening)
+    trainer.fit(model, datamodule=datamodule)
+    assert all(listened(trainer, hook) for hook in STEP_HOOKS)
+    assert trainer.global_step == 2 * 16
+    assert listening.calls == dict.fromkeys(STEP_HOOKS, trainer.global_step)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -42,13 +41,17 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return squared_errors(logits, labels).mean()
 
 
+def cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's cross-entropy, -log softmax(logits)[label]: F.cross_entropy's values with
+    reduction="none", which take several times as long on a CPU over ten classes
+    (benchmarks/step_cost.py times both)."""
+    return torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)
+
+
 LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
-EXAMPLE_LOSSES = {  # each example's own cost, whose batch mean is LOSSES'
-    Loss.cross_entropy: functools.partial(F.cross_entropy, reduction="none"),
-    Loss.mse: squared_errors,
-}
+# Each example's own cost, whose batch mean is LOSSES'.
+EXAMPLE_LOSSES = {Loss.cross_entropy: cross_entropies, Loss.mse: squared_errors}
 BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
-FULL_PRECISION = ("32-true", "64-true")  # Trainer.precision's names
 
 
 class MLP(LightningModule):
@@ -71,8 +74,8 @@ class MLP(LightningModule):
         # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
         # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
-        self.plain_backward = False  # decided when fitting starts
-        self.noise_every = 0  # likewise: SGD steps between noise-scale measurements, 0 for none
+        # SGD steps between noise-scale measurements, 0 for none: decided when fitting starts.
+        self.noise_every = 0
         self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
         self.noise = NoiseScale()
         # Each SGD step only keeps its logits and labels, on the device; every check_finite_every
@@ -115,14 +118,9 @@ class MLP(LightningModule):
         self.fitting = stage == "fit"
 
     def on_fit_start(self) -> None:
-        # manual_backward readies DDP's gradient averaging and mixed precision's loss scaling;
-        # on one device in full precision it would only call Lightning's backward hooks, on every
-        # SGD step, so the backward is torch's own there (no callback here uses those hooks).
-        trainer = self.trainer
-        self.plain_backward = trainer.world_size == 1 and trainer.precision in FULL_PRECISION
         # With DDP the gradient is averaged over the processes' batches but the examples' norms
         # are each process's own: the two would not belong to one batch size.
-        self.noise_every = self.hparams.noise_scale_every if trainer.world_size == 1 else 0
+        self.noise_every = self.hparams.noise_scale_every if self.trainer.world_size == 1 else 0
 
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
@@ -145,10 +143,7 @@ class MLP(LightningModule):
         record = [] if example_norms else None
         logits = self(images, record)
         loss = self.loss_fn(logits, labels)
-        if self.plain_backward:
-            loss.backward()
-        else:
-            self.manual_backward(loss)
+        self.manual_backward(loss)  # DDP's gradient averaging, mixed precision's loss scaling
         if record is None:
             return loss, logits, None
         # Each layer's output gradient is delta_i / B (the cost is the batch mean).
@@ -199,7 +194,8 @@ class MLP(LightningModule):
                 f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
                 f"e.g. lr={self.stable_lr():g}."
             )
-        self.epoch_correct = self.epoch_correct + (logits.argmax(1) == labels).sum()
+        predicted = logits.max(dim=1).indices  # argmax's, sooner on a CPU over ten classes
+        self.epoch_correct = self.epoch_correct + (predicted == labels).sum()
         self.epoch_examples += len(labels)
         self.checked_steps += len(sizes)
         self.step_logits, self.step_labels = [], []

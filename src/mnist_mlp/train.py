@@ -24,6 +24,7 @@ from mnist_mlp.checkpoint import loaded
 from mnist_mlp.config import hyperparameters, last_checkpoint, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
+from mnist_mlp.hooks import quieten
 from mnist_mlp.model import MLP
 from mnist_mlp.study import StepsToTarget
 
@@ -94,6 +95,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error} "
             f"(this machine has: {', '.join(accelerators())})"
         ) from None
+    quieten(trainer)  # the per-SGD-step hooks cost time only when something listens to them
     for saving in trainer.checkpoint_callbacks:  # <run dir>/checkpoints/ whatever the logger
         if isinstance(saving, ModelCheckpoint) and saving.dirpath is None:
             saving.dirpath = str(run_dir / "checkpoints")
