@@ -11,7 +11,9 @@ SGD steps on the same real mini-batches are timed five ways, in turns (median of
 - the same `on_before_optimizer_step` hooks called directly (each does nothing here), then torch's
   step: what the wrapper costs beyond them is Lightning's dispatch and counting;
 - the project's `training_step` with the noise scale off (its loop, and what it keeps per step);
-- the project's `training_step` as configured (the noise scale every `model.noise_scale_every`).
+- the project's `training_step` as configured (the noise scale every `model.noise_scale_every`);
+- and the mini-batch gathers alone: by indexing, as the bare ways above do, and by index_select,
+  as the project's mini-batches do.
 
 The fit then trains its one epoch, and the time Lightning spent outside `training_step` in it
 (its loop, data fetching, progress bar and the callbacks' batch hooks) is divided by the
@@ -36,6 +38,10 @@ from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, TURNS = 320, 9
+
+
+def select_rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return tensor.index_select(0, index)
 
 
 class OutsideSteps(Callback):
@@ -107,12 +113,20 @@ def main() -> None:
             model.noise_every = configured
             return time.perf_counter() - start
 
+        def gather(select) -> float:
+            start = time.perf_counter()
+            for index in order.split(batch_size):
+                select(images, index), select(labels, index)
+            return time.perf_counter() - start
+
         ways = {
             "bare (torch's optimizer.step())": lambda: bare(optimizer.optimizer.step),
             "through Lightning's optimizer wrapper": lambda: bare(optimizer.step),
             "the same hooks called directly, then torch's": lambda: bare(hooks_then_step),
             "project's training_step, noise scale off": lambda: project(0),
             "project's training_step as configured": lambda: project(model.noise_every),
+            "gather by indexing (the bare ways')": lambda: gather(torch.Tensor.__getitem__),
+            "gather by index_select (the project's)": lambda: gather(select_rows),
         }
         for _ in range(TURNS):
             for name, way in ways.items():

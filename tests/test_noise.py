@@ -42,7 +42,7 @@ def test_example_norms_equal_those_of_per_example_autograd_gradients(
     torch.manual_seed(len(activation) + len(loss))
     chosen = dict(hidden_sizes=[13, 6], activation=activation, loss=loss, backprop=backprop)
     model = MLP(**settings("model", **chosen)).double()
-    model.manual_backward = lambda loss: loss.backward()  # outside a Trainer: torch's own
+    model.plain_backward = True  # outside a Trainer: torch's own backward
     generator = torch.Generator().manual_seed(5)
     images = torch.randn(9, 28, 28, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 10, (9,), generator=generator)

@@ -2,11 +2,11 @@
 
 Every SGD step here is a step of Lightning's optimizer, so that trainer.global_step counts SGD
 steps. Around each one, Lightning's full-precision plugin calls every callback's and the
-module's on_before_backward, on_after_backward and on_before_optimizer_step, each inside a
-profiler context: a fixed cost per step larger than the whole step of a small network
-(benchmarks/step_overhead.py). When no callback and not the module overrides a hook, and no
-profiler times them, those calls do nothing, so skipping them changes nothing but the time.
-Whenever something does listen, Lightning's own plugin runs unchanged.
+module's on_before_optimizer_step, and its manual_backward their on_before_backward and
+on_after_backward, each inside a profiler context: a fixed cost per step that is a large part of
+the whole step of a small network (benchmarks/step_overhead.py). When no callback and not the
+module overrides a hook, and no profiler times them, those calls do nothing, so skipping them
+changes nothing but the time. Whenever something does listen, Lightning's own path runs.
 """
 
 from __future__ import annotations
@@ -31,17 +31,8 @@ def listened(trainer: Trainer, hook: str) -> bool:
 
 
 class QuietPrecision(Precision):
-    """Lightning's full-precision plugin, skipping the per-step hooks that nothing listens to."""
-
-    def pre_backward(self, tensor: torch.Tensor, module: LightningModule) -> torch.Tensor:
-        if listened(module.trainer, "on_before_backward"):
-            return super().pre_backward(tensor, module)
-        return tensor
-
-    def post_backward(self, tensor: torch.Tensor, module: LightningModule) -> torch.Tensor:
-        if listened(module.trainer, "on_after_backward"):
-            return super().post_backward(tensor, module)
-        return tensor.detach()  # as Lightning's: the graph is released
+    """Lightning's full-precision plugin, calling the on_before_optimizer_step hooks only when
+    something listens to them."""
 
     def optimizer_step(
         self,
@@ -61,6 +52,20 @@ class QuietPrecision(Precision):
             result = closure()
         optimizer.step(**kwargs)
         return result
+
+
+def plain_backward(trainer: Trainer) -> bool:
+    """Whether LightningModule.manual_backward would only call torch's backward and the backward
+    hooks, none listened to: one process (DDP readies its gradient averaging there), Lightning's
+    plain full-precision plugin (mixed precision scales the loss there), the module's own
+    backward hook not overridden."""
+    hooks = ("on_before_backward", "on_after_backward")
+    return (
+        trainer.world_size == 1
+        and isinstance(trainer.precision_plugin, QuietPrecision)
+        and type(trainer.lightning_module).backward is LightningModule.backward
+        and not any(listened(trainer, hook) for hook in hooks)
+    )
 
 
 def quieten(trainer: Trainer) -> None:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
 from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule, linear_scaling_lr
 from mnist_mlp.errors import Diverged
+from mnist_mlp.hooks import plain_backward
 from mnist_mlp.noise import NoiseScale
 
 IMAGE_PIXELS, CLASSES = 28 * 28, 10
@@ -74,8 +75,10 @@ class MLP(LightningModule):
         # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
         # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
         self.automatic_optimization = False
-        # SGD steps between noise-scale measurements, 0 for none: decided when fitting starts.
+        # SGD steps between noise-scale measurements, 0 for none: decided when fitting starts,
+        # as is whether torch's own backward does all that manual_backward would.
         self.noise_every = 0
+        self.plain_backward = False
         self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
         self.noise = NoiseScale()
         # Each SGD step only keeps its logits and labels, on the device; every check_finite_every
@@ -121,6 +124,7 @@ class MLP(LightningModule):
         # With DDP the gradient is averaged over the processes' batches but the examples' norms
         # are each process's own: the two would not belong to one batch size.
         self.noise_every = self.hparams.noise_scale_every if self.trainer.world_size == 1 else 0
+        self.plain_backward = plain_backward(self.trainer)
 
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
@@ -143,7 +147,10 @@ class MLP(LightningModule):
         record = [] if example_norms else None
         logits = self(images, record)
         loss = self.loss_fn(logits, labels)
-        self.manual_backward(loss)  # DDP's gradient averaging, mixed precision's loss scaling
+        if self.plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)  # DDP's gradient averaging, mixed precision's loss scaling
         if record is None:
             return loss, logits, None
         # Each layer's output gradient is delta_i / B (the cost is the batch mean).
