@@ -168,7 +168,7 @@ def fit(make_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str) -> 
     return trainer, seen
 
 
-# The tiny training split: 500 images, 16 mini-batches of 32 an epoch, 16 to a Lightning step.
+# The tiny training split: 500 images, 16 mini-batches of 32 an epoch, all in one Lightning step.
 @pytest.mark.parametrize(
     ("override", "sgd_steps"),
     [
@@ -271,8 +271,11 @@ def test_debug_presets_do_what_their_names_say(
 
 @pytest.mark.parametrize(
     ("overrides", "steps"),
-    # 500 images in batches of 8: 63 SGD steps an epoch, 32 to a Lightning step by default.
-    [(("batch_size=8",), 63), (("batch_size=8", "+trainer.limit_train_batches=5"), 5)],
+    # 500 images in batches of 8: 63 SGD steps an epoch, in 7 Lightning steps of up to 10.
+    [
+        (("batch_size=8", "data.batches_per_step=10"), 63),
+        (("batch_size=8", "+trainer.limit_train_batches=5"), 5),
+    ],
 )
 def test_the_progress_bar_counts_sgd_steps(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, overrides: tuple, steps: int

@@ -77,7 +77,7 @@ class DataConfig:
     eval_batch_size: int = field(default=1000, metadata=HOW)
     # Mini-batches handed to each Lightning step, one SGD step each: the results do not depend
     # on it; Lightning's per-step work is shared by more SGD steps.
-    batches_per_step: int = field(default=32, metadata=HOW)
+    batches_per_step: int = field(default=64, metadata=HOW)
     batch_size: int = II("batch_size")
     seed: int = II("seed")
 
