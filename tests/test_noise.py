@@ -47,6 +47,7 @@ def test_example_norms_equal_those_of_per_example_autograd_gradients(
     images = torch.randn(9, 28, 28, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 10, (9,), generator=generator)
     _, _, squared = model.gradient(images, labels, example_norms=True)
+    assert not squared.requires_grad  # kept for later reads: no autograd graph kept with it
     torch.testing.assert_close(squared, own_gradient_norms(model, images, labels))
 
 

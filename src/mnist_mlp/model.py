@@ -156,7 +156,8 @@ class MLP(LightningModule):
         # Each layer's output gradient is delta_i / B (the cost is the batch mean).
         inputs, outputs = zip(*record, strict=True)
         deltas = [output.grad for output in outputs]
-        return loss, logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
+        with torch.no_grad():  # read, never differentiated: no graph kept alive with them
+            return loss, logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
 
     def training_step(
         self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
