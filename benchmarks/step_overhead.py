@@ -3,13 +3,15 @@
     python benchmarks/step_overhead.py --data-root /tmp/fmnist [override ...]
 
 At the fit's first training step, with Lightning's loop, callbacks and logger in place, the same
-SGD steps on the same real mini-batches are timed five ways, in turns (median of the turns):
+SGD steps on the same real mini-batches are timed several ways, in turns (median of the turns,
+the ways taken in reverse order every other turn):
 
 - bare: forward, loss, backward and torch's own `optimizer.step()`;
 - through Lightning's optimizer wrapper (`self.optimizers().step()`, which counts the step in
-  `trainer.global_step` and calls every callback's and the module's `on_before_optimizer_step`);
-- the same `on_before_optimizer_step` hooks called directly (each does nothing here), then torch's
-  step: what the wrapper costs beyond them is Lightning's dispatch and counting;
+  `trainer.global_step`) with Lightning's own full-precision plugin, which calls every
+  callback's and the module's `on_before_optimizer_step` around each step;
+- the same through the project's plugin (mnist_mlp.hooks.QuietPrecision), which skips the hooks
+  that nothing overrides;
 - the project's `training_step` with the noise scale off (its loop, and what it keeps per step);
 - the project's `training_step` as configured (the noise scale every `model.noise_scale_every`);
 - and the mini-batch gathers alone: by indexing, as the bare ways above do, and by index_select,
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.precision import Precision
 
 from mnist_mlp.data import DATASETS, MiniBatches
 from mnist_mlp.train import build
@@ -99,11 +102,11 @@ def main() -> None:
                 step()
             return time.perf_counter() - start
 
-        def hooks_then_step() -> None:
-            for callback in trainer.callbacks:
-                callback.on_before_optimizer_step(trainer, model, optimizer)
-            model.on_before_optimizer_step(optimizer)
-            optimizer.optimizer.step()
+        def through_lightnings_plugin() -> float:
+            quiet, trainer.strategy.precision_plugin = trainer.precision_plugin, Precision()
+            seconds = bare(optimizer.step)
+            trainer.strategy.precision_plugin = quiet
+            return seconds
 
         def project(noise_every: int) -> float:
             configured, model.noise_every = model.noise_every, noise_every
@@ -121,25 +124,26 @@ def main() -> None:
 
         ways = {
             "bare (torch's optimizer.step())": lambda: bare(optimizer.optimizer.step),
-            "through Lightning's optimizer wrapper": lambda: bare(optimizer.step),
-            "the same hooks called directly, then torch's": lambda: bare(hooks_then_step),
+            "Lightning's optimizer wrapper, Lightning's plugin": through_lightnings_plugin,
+            "Lightning's optimizer wrapper, QuietPrecision": lambda: bare(optimizer.step),
             "project's training_step, noise scale off": lambda: project(0),
             "project's training_step as configured": lambda: project(model.noise_every),
             "gather by indexing (the bare ways')": lambda: gather(torch.Tensor.__getitem__),
             "gather by index_select (the project's)": lambda: gather(select_rows),
         }
-        for _ in range(TURNS):
-            for name, way in ways.items():
-                timings.setdefault(name, []).append(way() / steps * 1e6)
+        timings.update({name: [] for name in ways})  # printed in this order
+        for turn in range(TURNS):
+            for name, way in list(ways.items())[:: 1 if turn % 2 else -1]:
+                timings[name].append(way() / steps * 1e6)
 
     model.training_step = timed
     trainer.fit(model, datamodule=datamodule)
     print(f"{' '.join(args.overrides) or 'default'}: us per SGD step ({cfg.batch_size} examples)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {TURNS}")
     for name, values in timings.items():
-        print(f"{name + ':':45s} {statistics.median(values):8.1f}")
+        print(f"{name + ':':52s} {statistics.median(values):8.1f}")
     sgd_steps = trainer.train_dataloader.mini_batches  # of the epoch, the timed ways left out
-    print(f"{'Lightning, outside training_step:':45s} {outside.outside[0] / sgd_steps * 1e6:8.1f}")
+    print(f"{'Lightning, outside training_step:':52s} {outside.outside[0] / sgd_steps * 1e6:8.1f}")
 
 
 if __name__ == "__main__":
