@@ -58,9 +58,9 @@ class TensorBatches:
 class MiniBatches:
     """One Lightning step's batch: the next mini-batches of the epoch's order, each gathered
     from the training tensors only when its SGD step comes, so it is still in the cache when the
-    step reads it (gathering them all at once would not be). Gathered by index_select, which
-    takes about half the time of indexing with the same indices on a CPU
-    (benchmarks/step_overhead.py)."""
+    step reads it (gathering them all at once would not be). Gathered by index_select, which is
+    faster than indexing with the same indices on a CPU (benchmarks/step_overhead.py times
+    both)."""
 
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, batch_size: int

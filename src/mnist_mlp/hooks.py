@@ -2,9 +2,9 @@
 
 Every SGD step here is a step of Lightning's optimizer, so that trainer.global_step counts SGD
 steps. Around each one, Lightning's full-precision plugin calls every callback's and the
-module's on_before_optimizer_step, and its manual_backward their on_before_backward and
-on_after_backward, each inside a profiler context: a fixed cost per step that is a large part of
-the whole step of a small network (benchmarks/step_overhead.py). When no callback and not the
+module's on_before_optimizer_step, and LightningModule.manual_backward their on_before_backward
+and on_after_backward, each inside a profiler context: a fixed cost per step that is a large part
+of the whole step of a small network (benchmarks/step_overhead.py). When no callback and not the
 module overrides a hook, and no profiler times them, those calls do nothing, so skipping them
 changes nothing but the time. Whenever something does listen, Lightning's own path runs.
 """

@@ -44,8 +44,8 @@ def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each example's cross-entropy, -log softmax(logits)[label]: F.cross_entropy's values with
-    reduction="none", which take several times as long on a CPU over ten classes
-    (benchmarks/step_cost.py times both)."""
+    reduction="none", which is slower on a CPU over ten classes (benchmarks/step_cost.py times
+    both)."""
     return torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)
 
 
