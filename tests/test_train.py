@@ -235,6 +235,10 @@ def test_the_step_hooks_are_skipped_only_while_nothing_listens(
     assert isinstance(quiet.precision_plugin, QuietPrecision) and quiet.precision == "32-true"
     assert not any(listened(quiet, hook) for hook in STEP_HOOKS)
     assert quiet.lightning_module.plain_backward  # torch's own backward, in one process
+    assigned = Callback()  # a hook set on the object itself is called by Lightning too
+    assigned.on_before_optimizer_step = lambda trainer, module, optimizer: None
+    quiet.callbacks.append(assigned)
+    assert listened(quiet, "on_before_optimizer_step")
     _, _, profiled = build(make_cfg("debug=profiler"), tmp_path / "profiled")
     assert all(listened(profiled, hook) for hook in STEP_HOOKS)
 
