@@ -115,7 +115,7 @@ class Lockstep(Callback):
         self.close_tail()
         self.images, self.labels = trainer.datamodule.splits["train"]
         self.val_images, self.val_labels = trainer.datamodule.splits["val"]
-        self.per_turn = trainer.datamodule.hparams.batches_per_step
+        self.per_turn = trainer.datamodule.hparams.log_every
         self.epoch, self.batches = trainer.current_epoch, None
         self.project.append([])
         self.bare.append([])
@@ -130,7 +130,7 @@ class Lockstep(Callback):
             self.batches = iter(order.split(self.model.hparams.batch_size))
         with torch.enable_grad():  # hooks may run under Lightning's no-grad contexts
             for index in itertools.islice(self.batches, steps):
-                loss = self.model.loss_fn(self.model(self.images[index]), self.labels[index])
+                loss = self.model.cost(self.model(self.images[index]), self.labels[index])
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -148,7 +148,7 @@ class Lockstep(Callback):
             batches = zip(self.val_images.split(1000), self.val_labels.split(1000), strict=True)
             for images, labels in batches:
                 logits = self.model(images)
-                loss += self.model.loss_fn(logits, labels) * len(labels)
+                loss += self.model.cost(logits, labels) * len(labels)
                 correct += (logits.argmax(1) == labels).sum()
             _ = (loss.item() / len(self.val_labels), correct.item() / len(self.val_labels))
         self.bare_tail.append(self.now() - start)
@@ -268,7 +268,7 @@ def print_rows(args: argparse.Namespace, rows: list[dict], machine: str) -> None
     for r in rows if args.noise else []:
         print(
             f"batch {r['batch_size']}: training with the noise scale measured takes "
-            f"{r['noise/no_noise_train']:.3f}x the time without (model.noise_scale_every=0)"
+            f"{r['noise/no_noise_train']:.3f}x the time without (model.noise_scale=false)"
         )
 
 
@@ -284,7 +284,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.json")
     parser.add_argument("--backprop", action="store_true", help="also time model.backprop=manual")
     parser.add_argument(
-        "--noise", action="store_true", help="also time model.noise_scale_every=0 (its overhead)"
+        "--noise", action="store_true", help="also time model.noise_scale=false (its overhead)"
     )
     parser.add_argument(
         "--textbook-at",
@@ -305,7 +305,7 @@ def main() -> None:
     if args.backprop:
         contenders["manual"] = ("model.backprop=manual",)
     if args.noise:
-        contenders["no_noise"] = ("model.noise_scale_every=0",)
+        contenders["no_noise"] = ("model.noise_scale=false",)
     rows = []
     for batch_size in args.batch_sizes:
         timed: dict[str, dict[str, list]] = {name: {} for name in contenders}

@@ -34,9 +34,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.plugins.precision import Precision
 
-from mnist_mlp.data import DATASETS, MiniBatches
+from mnist_mlp.data import DATASETS, Interval
 from mnist_mlp.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def main() -> None:
         return result
 
     def time_the_ways() -> None:
-        batch_size, per_step = cfg.batch_size, cfg.data.batches_per_step
+        batch_size, per_step = cfg.batch_size, cfg.log_every
         optimizer = model.optimizers()
         images, labels = datamodule.splits["train"]
         order = torch.randperm(len(labels))[: batch_size * STEPS]
@@ -96,24 +95,18 @@ def main() -> None:
         def bare(step) -> float:
             start = time.perf_counter()
             for index in order.split(batch_size):
-                loss = model.loss_fn(model(images[index]), labels[index])
+                loss = model.cost(model(images[index]), labels[index])
                 optimizer.zero_grad()
                 loss.backward()
                 step()
             return time.perf_counter() - start
 
-        def through_lightnings_plugin() -> float:
-            quiet, trainer.strategy.precision_plugin = trainer.precision_plugin, Precision()
-            seconds = bare(optimizer.step)
-            trainer.strategy.precision_plugin = quiet
-            return seconds
-
-        def project(noise_every: int) -> float:
-            configured, model.noise_every = model.noise_every, noise_every
+        def project(noise_scale: bool) -> float:
+            configured, model.hparams.noise_scale = model.hparams.noise_scale, noise_scale
             start = time.perf_counter()
             for index in order.split(batch_size * per_step):
-                training_step(MiniBatches(images, labels, index, batch_size), 1)
-            model.noise_every = configured
+                training_step(Interval(images, labels, index, batch_size), 1)
+            model.hparams.noise_scale = configured
             return time.perf_counter() - start
 
         def gather(select) -> float:
@@ -124,10 +117,9 @@ def main() -> None:
 
         ways = {
             "bare (torch's optimizer.step())": lambda: bare(optimizer.optimizer.step),
-            "Lightning's optimizer wrapper, Lightning's plugin": through_lightnings_plugin,
-            "Lightning's optimizer wrapper, QuietPrecision": lambda: bare(optimizer.step),
-            "project's training_step, noise scale off": lambda: project(0),
-            "project's training_step as configured": lambda: project(model.noise_every),
+            "Lightning's optimizer wrapper": lambda: bare(optimizer.step),
+            "project's training_step, noise scale off": lambda: project(False),
+            "project's training_step as configured": lambda: project(model.hparams.noise_scale),
             "gather by indexing (the bare ways')": lambda: gather(torch.Tensor.__getitem__),
             "gather by index_select (the project's)": lambda: gather(select_rows),
         }

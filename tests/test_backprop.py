@@ -18,7 +18,8 @@ from mnist_mlp.backprop import (
     backprop_per_example,
     example_gradient_norms,
 )
-from mnist_mlp.model import ACTIVATIONS, LOSSES, MLP
+from mnist_mlp.costs import BATCH_COSTS as LOSSES
+from mnist_mlp.model import ACTIVATIONS, MLP
 from mnist_mlp.train import train
 from tests.conftest import ROOT, settings
 
@@ -53,7 +54,7 @@ def written_out_gradients(
 def manual_gradients(model: MLP, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
     """As model.backprop=manual applies them: written into .grad."""
     model.zero_grad()
-    model.gradient(images, labels)
+    model.gradient(images, labels, example_norms=False)
     return [parameter.grad.clone() for parameter in model.parameters()]
 
 
@@ -61,7 +62,7 @@ def autograd_gradients(
     model: MLP, images: torch.Tensor, labels: torch.Tensor
 ) -> list[torch.Tensor]:
     model.zero_grad()
-    model.loss_fn(model(images), labels).backward()
+    model.cost(model(images), labels).backward()
     return [parameter.grad.clone() for parameter in model.parameters()]
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from mnist_mlp.config import SETTINGS, TrainConfig
-from mnist_mlp.model import EXAMPLE_LOSSES, MLP
+from mnist_mlp.costs import EXAMPLE_COSTS
+from mnist_mlp.model import MLP
 from tests.conftest import ROOT, settings
 
 
@@ -32,13 +33,13 @@ def test_mse_is_the_squared_distance_of_softmax_outputs_to_one_hot_targets() -> 
     logits, labels = torch.randn(4, 10), torch.tensor([0, 3, 9, 3])
     outputs, targets = logits.softmax(1), F.one_hot(labels, 10).float()
     expected = sum(((outputs[i] - targets[i]) ** 2).sum() for i in range(4)) / 4
-    torch.testing.assert_close(model.loss_fn(logits, labels), expected)
+    torch.testing.assert_close(model.cost(logits, labels), expected)
 
 
 def test_cross_entropy_is_on_logits() -> None:
     logits, labels = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
     expected = -logits.log_softmax(1)[torch.arange(4), labels].mean()
-    torch.testing.assert_close(mlp().loss_fn(logits, labels), expected)
+    torch.testing.assert_close(mlp().cost(logits, labels), expected)
 
 
 def test_each_examples_cost_is_the_batch_costs_term() -> None:
@@ -46,9 +47,9 @@ def test_each_examples_cost_is_the_batch_costs_term() -> None:
     for huge logits, and non-finite where a logit is."""
     logits, labels = torch.randn(6, 10) * 30, torch.tensor([1, 2, 3, 4, 0, 9])
     expected = F.cross_entropy(logits, labels, reduction="none")
-    torch.testing.assert_close(EXAMPLE_LOSSES["cross_entropy"](logits, labels), expected)
+    torch.testing.assert_close(EXAMPLE_COSTS["cross_entropy"](logits, labels), expected)
     logits[2, 5], logits[4, 0] = float("inf"), float("nan")
-    finite = torch.isfinite(EXAMPLE_LOSSES["cross_entropy"](logits, labels))
+    finite = torch.isfinite(EXAMPLE_COSTS["cross_entropy"](logits, labels))
     assert finite.tolist() == [True, True, False, True, False, True]
 
 

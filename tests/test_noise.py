@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.func import functional_call, grad, vmap
 
 from mnist_mlp.backprop import DERIVATIVES
-from mnist_mlp.model import LOSSES, MLP
+from mnist_mlp.costs import BATCH_COSTS as LOSSES
+from mnist_mlp.model import MLP
 from mnist_mlp.noise import NAMES, NoiseScale, unbiased
 from mnist_mlp.train import train
 from tests.conftest import settings
@@ -26,7 +27,7 @@ def own_gradient_norms(model: MLP, images: torch.Tensor, labels: torch.Tensor) -
 
     def cost(params: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, params, (image[None],))
-        return model.loss_fn(logits, label[None])
+        return model.cost(logits, label[None])
 
     gradients = vmap(grad(cost), in_dims=(None, 0, 0))(parameters, images, labels)
     return sum(g.flatten(1).square().sum(dim=1) for g in gradients.values())
@@ -42,11 +43,12 @@ def test_example_norms_equal_those_of_per_example_autograd_gradients(
     torch.manual_seed(len(activation) + len(loss))
     chosen = dict(hidden_sizes=[13, 6], activation=activation, loss=loss, backprop=backprop)
     model = MLP(**settings("model", **chosen)).double()
-    model.plain_backward = True  # outside a Trainer: torch's own backward
+    # Outside a Trainer, Lightning's manual_backward is torch's own backward.
+    model.manual_backward = lambda loss: loss.backward()
     generator = torch.Generator().manual_seed(5)
     images = torch.randn(9, 28, 28, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 10, (9,), generator=generator)
-    _, _, squared = model.gradient(images, labels, example_norms=True)
+    _, squared = model.gradient(images, labels, example_norms=True)
     assert not squared.requires_grad  # kept for later reads: no autograd graph kept with it
     torch.testing.assert_close(squared, own_gradient_norms(model, images, labels))
 
@@ -99,7 +101,7 @@ def test_the_smoothed_noise_scale_is_the_ratio_of_the_smoothed_parts() -> None:
 def test_every_run_logs_the_noise_scale_beside_train_loss(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    every_5 = ("model.check_finite_every=5", "data.batches_per_step=1", "model.noise_scale_every=2")
+    every_5 = ("log_every=5",)
     metrics = train(make_cfg(*every_5), tmp_path / "on")
     events = EventAccumulator(str(tmp_path / "on")).Reload()
     loss_steps = [event.step for event in events.Scalars("train/loss")]
@@ -113,7 +115,7 @@ def test_every_run_logs_the_noise_scale_beside_train_loss(
     assert [step for step, _ in saved["noise_trace"]] == loss_steps
     assert saved["noise_b_simple"] > 1
 
-    off = train(make_cfg(*every_5, "model.noise_scale_every=0"), tmp_path / "off")
+    off = train(make_cfg(*every_5, "model.noise_scale=false"), tmp_path / "off")
     assert "noise_by_epoch" not in off
     assert {name: off[name] for name in ("val/acc", "test/acc")} == {
         name: metrics[name] for name in ("val/acc", "test/acc")

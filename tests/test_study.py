@@ -21,9 +21,7 @@ def test_a_run_records_the_first_step_that_reaches_the_target_and_stops(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     # 500 training images in batches of 20: checks every 3 steps (60 examples), 25 steps an epoch
-    cfg = make_cfg(
-        "study.target=0.5", "study.every_examples=60", "batch_size=20", "epochs=5", "lr=0.05"
-    )
+    cfg = make_cfg("study.target=0.5", "log_every=3", "batch_size=20", "epochs=5", "lr=0.05")
     metrics = train(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["target_reached"]
     steps, examples = metrics["target_steps"], metrics["target_examples"]
@@ -54,6 +52,9 @@ def test_the_experiment_sweeps_batch_sizes_with_lrs_around_the_linear_scaling_di
     assert linear_scaling_lr(8, 1) == 0.025 and linear_scaling_lr(4096, 1) == 0.4  # capped
     assert cfg.model.lr_schedule == "constant" and cfg.model.momentum == 0
     assert cfg.study.target is not None
+    # The target is checked every study.every_examples examples, whatever the batch size.
+    assert cfg.log_every == cfg.study.every_examples // 256
+    assert compose_train("experiment=batch_size", "batch_size=4096").log_every == 1
 
 
 def fake_job(sweep: Path, number: int, **metrics: object) -> None:

@@ -17,7 +17,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from mnist_mlp.errors import Diverged, UsageError
-from mnist_mlp.hooks import QuietPrecision, listened
 from mnist_mlp.predict import best_checkpoint
 from mnist_mlp.progress import SGDStepsProgressBar
 from mnist_mlp.train import SCORES, build, train
@@ -126,22 +125,22 @@ def test_last_checkpoint_holds_the_last_epoch(
     # best checkpoint; last.ckpt must follow every epoch all the same (it is what a resume uses).
     train(make_cfg("epochs=3"), tmp_path)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert (last["epoch"], last["global_step"]) == (2, 3 * 16)
+    assert (last["epoch"], last["sgd_steps"], last["global_step"]) == (2, 3 * 16, 3)
     # ...while a run dir given to predict/evaluate still means its best checkpoint.
     assert best_checkpoint(tmp_path).name.startswith("epoch00-")
 
 
-def test_mini_batches_per_lightning_step_do_not_change_the_result(
+def test_log_every_does_not_change_the_result(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    one = train(make_cfg("data.batches_per_step=1"), tmp_path / "one")
-    five = train(make_cfg("data.batches_per_step=5"), tmp_path / "five")
+    one = train(make_cfg("log_every=1"), tmp_path / "one")
+    five = train(make_cfg("log_every=5"), tmp_path / "five")
     assert {name: one[name] for name in SCORES} == {name: five[name] for name in SCORES}
     # Lightning's step count, the x of the scalars, is the number of SGD steps taken: two epochs
-    # of 500 training images in batches of 32.
-    for run in ("one", "five"):
-        steps = [event.step for event in events(tmp_path / run).Scalars("train/loss")]
-        assert steps == [16, 32]
+    # of 500 training images in batches of 32, train/loss at the end of each interval.
+    steps = [event.step for event in events(tmp_path / "five").Scalars("train/loss")]
+    assert steps == [5, 10, 15, 16, 21, 26, 31, 32]
+    assert len(events(tmp_path / "one").Scalars("train/loss")) == 32
 
 
 class Seen(Callback):
@@ -156,7 +155,7 @@ class Seen(Callback):
 
     def on_validation_end(self, trainer: Trainer, module) -> None:
         if not trainer.sanity_checking:
-            self.validated_at.append(trainer.global_step)
+            self.validated_at.append(module.sgd_steps)
 
 
 def fit(make_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str) -> tuple:
@@ -168,45 +167,47 @@ def fit(make_cfg: Callable[..., DictConfig], run_dir: Path, *overrides: str) -> 
     return trainer, seen
 
 
-# The tiny training split: 500 images, 16 mini-batches of 32 an epoch, all in one Lightning step.
+# The tiny training split: 500 images, 16 mini-batches of 32 an epoch; with log_every=5, four
+# intervals (Lightning steps) of 5, 5, 5 and 1 SGD steps.
 @pytest.mark.parametrize(
     ("override", "sgd_steps"),
     [
-        ("+trainer.limit_train_batches=3", 2 * 3),  # an int: SGD steps per epoch
-        ("+trainer.limit_train_batches=0.5", 2 * 8),  # a float: a share of the epoch's steps
-        ("+trainer.max_steps=5", 5),
-        ("+trainer.fast_dev_run=3", 3),
+        ("+trainer.limit_train_batches=3", 2 * 15),  # an int: intervals per epoch
+        ("+trainer.limit_train_batches=0.5", 2 * 10),  # a float: a share of the intervals
+        ("+trainer.max_steps=7", 31),  # Lightning's steps: 7 intervals
+        ("+trainer.fast_dev_run=3", 15),
     ],
 )
-def test_trainer_options_that_count_batches_count_sgd_steps(
+def test_trainer_options_that_count_batches_count_intervals(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str, sgd_steps: int
 ) -> None:
-    trainer, _ = fit(make_cfg, tmp_path, override)
-    assert trainer.global_step == sgd_steps
+    trainer, _ = fit(make_cfg, tmp_path, "log_every=5", override)
+    assert trainer.lightning_module.sgd_steps == sgd_steps
 
 
-def test_val_check_interval_counts_sgd_steps(
+def test_val_check_interval_counts_intervals(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    _, seen = fit(make_cfg, tmp_path, "+trainer.val_check_interval=5")
-    assert seen.validated_at == [5, 10, 15, 21, 26, 31]
+    _, seen = fit(make_cfg, tmp_path, "log_every=5", "+trainer.val_check_interval=2")
+    assert seen.validated_at == [10, 16, 26, 32]  # after 2 and 4 of 4 intervals an epoch
 
 
 def test_overfit_batches_trains_on_the_same_mini_batches_every_epoch(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    trainer, seen = fit(make_cfg, tmp_path, "+trainer.overfit_batches=2")
-    assert trainer.global_step == 2 * 2
+    trainer, seen = fit(make_cfg, tmp_path, "log_every=1", "+trainer.overfit_batches=2")
+    assert trainer.lightning_module.sgd_steps == 2 * 2
     first, second = (torch.cat(seen.labels[epoch]) for epoch in (0, 1))
     assert len(first) == 2 * 32 and torch.equal(first, second)
 
 
-def test_without_such_options_a_lightning_step_takes_several_sgd_steps(
+def test_a_lightning_step_is_an_interval_of_sgd_steps(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    trainer, seen = fit(make_cfg, tmp_path)
-    assert trainer.global_step == 2 * 16 and seen.validated_at == [16, 32]
+    trainer, seen = fit(make_cfg, tmp_path)  # log_every=50: the whole epoch in one interval
+    assert trainer.lightning_module.sgd_steps == 2 * 16 and seen.validated_at == [16, 32]
     assert len(seen.labels[0]) == 16  # mini-batches, taken in one Lightning step
+    assert trainer.global_step == 2  # Lightning counts intervals
 
 
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -228,27 +229,28 @@ class Listening(Callback):
         self.calls["on_before_optimizer_step"] += 1
 
 
-def test_the_step_hooks_are_skipped_only_while_nothing_listens(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path
+@pytest.mark.parametrize("listener", ["none", "study"])
+def test_every_sgd_step_takes_one_path_whoever_listens(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, listener: str
 ) -> None:
-    quiet, _ = fit(make_cfg, tmp_path / "quiet")
-    assert isinstance(quiet.precision_plugin, QuietPrecision) and quiet.precision == "32-true"
-    assert not any(listened(quiet, hook) for hook in STEP_HOOKS)
-    assert quiet.lightning_module.plain_backward  # torch's own backward, in one process
-    assigned = Callback()  # a hook set on the object itself is called by Lightning too
-    assigned.on_before_optimizer_step = lambda trainer, module, optimizer: None
-    quiet.callbacks.append(assigned)
-    assert listened(quiet, "on_before_optimizer_step")
-    _, _, profiled = build(make_cfg("debug=profiler"), tmp_path / "profiled")
-    assert all(listened(profiled, hook) for hook in STEP_HOOKS)
-
-    datamodule, model, trainer = build(make_cfg(), tmp_path / "listened")
+    """The same hooks and the same weights with or without the study's callback listening: the
+    study times what a default run does."""
+    overrides = ["study.target=1.01"] if listener == "study" else []  # a target never reached
+    datamodule, model, trainer = build(make_cfg(*overrides), tmp_path / listener)
     listening = Listening()
     trainer.callbacks.append(listening)
     trainer.fit(model, datamodule=datamodule)
-    assert all(listened(trainer, hook) for hook in STEP_HOOKS) and not model.plain_backward
-    assert trainer.global_step == 2 * 16
-    assert listening.calls == dict.fromkeys(STEP_HOOKS, trainer.global_step)
+    assert model.sgd_steps == 2 * 16 and trainer.global_step == 2
+    # Lightning's optimizer takes each interval's last step; the backward is torch's own.
+    assert listening.calls == {
+        "on_before_backward": 0,
+        "on_after_backward": 0,
+        "on_before_optimizer_step": trainer.global_step,
+    }
+    reference = build(make_cfg(), tmp_path / f"{listener}-reference")
+    reference[2].fit(reference[1], datamodule=reference[0])
+    for trained, plain_run in zip(model.parameters(), reference[1].parameters(), strict=True):
+        assert torch.equal(trained, plain_run)
 
 
 @pytest.mark.parametrize(
@@ -268,17 +270,18 @@ def test_debug_presets_do_what_their_names_say(
     smaller = ["batch_size=8"] if preset == "limit" else []
     with caplog.at_level(logging.INFO):
         trainer, _ = fit(make_cfg, tmp_path, f"debug={preset}", *smaller)
-    assert trainer.global_step == sgd_steps and trainer.current_epoch == epochs_run
+    assert trainer.lightning_module.sgd_steps == sgd_steps
+    assert trainer.current_epoch == epochs_run
     if preset == "profiler":
         assert "FIT Profiler Report" in caplog.text
 
 
 @pytest.mark.parametrize(
     ("overrides", "steps"),
-    # 500 images in batches of 8: 63 SGD steps an epoch, in 7 Lightning steps of up to 10.
+    # 500 images in batches of 8: 63 SGD steps an epoch, in 7 intervals of up to 10.
     [
-        (("batch_size=8", "data.batches_per_step=10"), 63),
-        (("batch_size=8", "+trainer.limit_train_batches=5"), 5),
+        (("batch_size=8", "log_every=10"), 63),
+        (("batch_size=8", "log_every=1", "+trainer.limit_train_batches=5"), 5),
     ],
 )
 def test_the_progress_bar_counts_sgd_steps(

@@ -75,10 +75,8 @@ class DataConfig:
     download: bool = field(default=True, metadata=HOW)  # only when the IDX files are missing
     # Validation and test batches: larger is faster and gives the same scores.
     eval_batch_size: int = field(default=1000, metadata=HOW)
-    # Mini-batches handed to each Lightning step, one SGD step each: the results do not depend
-    # on it; Lightning's per-step work is shared by more SGD steps.
-    batches_per_step: int = field(default=64, metadata=HOW)
     batch_size: int = II("batch_size")
+    log_every: int = II("log_every")
     seed: int = II("seed")
 
 
@@ -92,13 +90,9 @@ class ModelConfig:
     weight_decay: float = 0.0  # L2 penalty
     lr_schedule: LrSchedule = LrSchedule.cosine
     backprop: Backprop = Backprop.autograd
-    # SGD steps between checks that the loss is finite (each check waits for the device).
-    check_finite_every: int = field(default=50, metadata=HOW)
-    # SGD steps between measurements of the gradient noise scale (mnist_mlp/noise.py), logged with
-    # train/loss; 0: off. It does not change what is trained. A measurement costs more than a
-    # small network's whole step at a small batch (benchmarks/speed.py --noise), so by default
-    # one is taken per train/loss point; the batch-size study, which is about it, takes more.
-    noise_scale_every: int = field(default=50, metadata=HOW)
+    # The gradient noise scale (mnist_mlp/noise.py), measured at the first SGD step of each
+    # interval of log_every steps and logged with train/loss. It does not change what is trained.
+    noise_scale: bool = field(default=True, metadata=HOW)
     loss: Loss = II("loss")
     lr: float = II("lr")
     batch_size: int = II("batch_size")
@@ -115,7 +109,9 @@ class PicturesConfig:
 class StudyConfig:  # steps to a target: mnist_mlp/study.py; train.py -m experiment=batch_size
     # The val/acc whose first reaching is recorded (step, examples, seconds); the run then stops.
     target: float | None = None  # null: no target
-    every_examples: int = 4096  # training examples between the target's checks, at any batch size
+    # Training examples between the target's checks, at any batch size: experiment=batch_size's
+    # log_every is this many examples' SGD steps.
+    every_examples: int = 4096
     # experiment=batch_size's lr grid: lr = lr_factor x linear_scaling_lr(batch_size)
     lr_factor: float = 1.0
 
@@ -127,6 +123,10 @@ class TrainConfig:
     lr: float = 0.2  # the batch-size study's best at batch 64 (docs/batch-size.md)
     epochs: int = 6
     seed: int = 42  # initialisation, train/val split, shuffling
+    # SGD steps per interval: one Lightning step each. At each interval's end the loss is checked
+    # for divergence and train/loss logged; at its first step the noise scale is measured. The
+    # weights do not depend on it; Lightning's own work per step is shared by its SGD steps.
+    log_every: int = field(default=50, metadata=HOW)
     loss: Loss = Loss.cross_entropy
     ckpt_path: str | None = field(default=None, metadata=HOW)  # <run dir>/checkpoints/last.ckpt
     data: DataConfig = field(default_factory=DataConfig)
@@ -173,6 +173,14 @@ def linear_scaling_lr(batch_size: int, factor: float) -> float:
 
 
 OmegaConf.register_new_resolver("linear_scaling_lr", linear_scaling_lr, replace=True)
+
+
+def steps_for(examples: int, batch_size: int) -> int:
+    """SGD steps that take about `examples` examples (at least one)."""
+    return max(1, examples // batch_size)
+
+
+OmegaConf.register_new_resolver("steps_for", steps_for, replace=True)
 
 # A resumed run may run on other devices, or show its progress otherwise; anything else in
 # trainer.* would change what is trained.
@@ -289,10 +297,9 @@ def _positive(key: str, value: int) -> None:
     _require(key, value, value > 0, "use a positive whole number")
 
 
-# Lightning options that count training batches: with them set, each Lightning step is one SGD
-# step (mnist_mlp.data), so they count SGD steps. These two have no meaning here.
+# Lightning options with no meaning here.
 REFUSED_TRAINER_KEYS = {
-    "log_every_n_steps": "train/loss is logged every model.check_finite_every SGD steps; set that",
+    "log_every_n_steps": "train/loss is logged every log_every SGD steps; set that",
     "accumulate_grad_batches": "each mini-batch takes its own SGD step; raise batch_size instead",
 }
 
@@ -305,13 +312,10 @@ def check_config(cfg: DictConfig) -> None:
         "epochs",
         "data.val_size",
         "data.eval_batch_size",
-        "data.batches_per_step",
-        "model.check_finite_every",
+        "log_every",
         "study.every_examples",
     ):
         _positive(key, OmegaConf.select(cfg, key))
-    every = cfg.model.noise_scale_every
-    _require("model.noise_scale_every", every, every >= 0, "use a whole number >= 0 (0: off)")
     _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
     target = cfg.study.target
     _require("study.target", target, target is None or 0 < target <= 1, "use 0 < target <= 1")

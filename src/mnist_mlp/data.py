@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningDataModule, Trainer
+from lightning import LightningDataModule
 from torchvision import datasets
 
 from mnist_mlp.config import Dataset
@@ -55,12 +55,10 @@ class TensorBatches:
             yield self.images[start:end], self.labels[start:end]
 
 
-class MiniBatches:
-    """One Lightning step's batch: the next mini-batches of the epoch's order, each gathered
-    from the training tensors only when its SGD step comes, so it is still in the cache when the
-    step reads it (gathering them all at once would not be). Gathered by index_select, which is
-    faster than indexing with the same indices on a CPU (benchmarks/step_overhead.py times
-    both)."""
+class Interval:
+    """One Lightning step's batch: the next `log_every` mini-batches of the epoch's order, each
+    gathered from the training tensors only when its SGD step comes (so it is still in the cache
+    when the step reads it), by index_select, which is faster than indexing on a CPU."""
 
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, batch_size: int
@@ -80,8 +78,8 @@ class MiniBatches:
         return self.images.index_select(0, part), self.labels.index_select(0, part)
 
 
-class TrainingSteps:
-    """An epoch of training: MiniBatches of `per_step` mini-batches each, in the order that
+class Intervals:
+    """An epoch of training: Intervals of `log_every` mini-batches each, in the order that
     `order()` gives when the epoch starts."""
 
     def __init__(
@@ -89,30 +87,25 @@ class TrainingSteps:
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        per_step: int,
+        log_every: int,
         order: Callable[[], torch.Tensor],
     ) -> None:
-        self.images, self.labels, self.batch_size, self.per_step = (
-            images,
-            labels,
-            batch_size,
-            per_step,
-        )
-        self.order = order
+        self.images, self.labels, self.order = images, labels, order
+        self.batch_size, self.log_every = batch_size, log_every
         self.examples = len(order())  # per epoch (with DDP, this process's share)
 
     def __len__(self) -> int:
-        return math.ceil(self.examples / (self.batch_size * self.per_step))
+        return math.ceil(self.examples / (self.batch_size * self.log_every))
 
     @property
     def mini_batches(self) -> int:
         """SGD steps in a whole epoch."""
         return math.ceil(self.examples / self.batch_size)
 
-    def __iter__(self) -> Iterator[MiniBatches]:
+    def __iter__(self) -> Iterator[Interval]:
         order = self.order().to(self.images.device)
-        for index in order.split(self.batch_size * self.per_step):
-            yield MiniBatches(self.images, self.labels, index, self.batch_size)
+        for index in order.split(self.batch_size * self.log_every):
+            yield Interval(self.images, self.labels, index, self.batch_size)
 
 
 def raw_files(dataset: str) -> list[str]:
@@ -293,21 +286,6 @@ def normalised_splits(
     return splits, (mean, std)
 
 
-def counts_training_batches(trainer: Trainer) -> bool:
-    """Whether the trainer has an option set that counts training batches (an int counts
-    batches, a float is a fraction of the epoch)."""
-    limit, interval = trainer.limit_train_batches, trainer.val_check_interval
-    return (
-        isinstance(limit, int)
-        or limit != 1.0
-        or isinstance(interval, int)
-        or interval != 1.0
-        or trainer.overfit_batches > 0
-        or trainer.max_steps != -1
-        or bool(trainer.fast_dev_run)
-    )
-
-
 class MNISTDataModule(LightningDataModule):
     """The official 60k training images split seeded into train/val, and the official 10k test."""
 
@@ -353,21 +331,13 @@ class MNISTDataModule(LightningDataModule):
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.std = state["mean"], state["std"]
 
-    def train_dataloader(self) -> TrainingSteps:
-        """batches_per_step mini-batches per Lightning step: the model takes one SGD step per
-        mini-batch, so Lightning's own work per step (hooks, progress, logging), which costs
-        more than a small MLP's SGD step on a CPU, is shared by several SGD steps.
-
-        A Trainer option that counts training batches (limit_train_batches, overfit_batches,
-        val_check_interval, max_steps, fast_dev_run) makes it one mini-batch per Lightning
-        step, so it counts SGD steps; overfit_batches also keeps the same order every epoch.
-        """
+    def train_dataloader(self) -> Intervals:
+        """Intervals of log_every mini-batches: one Lightning step each (mnist_mlp.model). A
+        Trainer option that counts training batches (limit_train_batches, val_check_interval,
+        overfit_batches, fast_dev_run) counts intervals; overfit_batches also keeps the same
+        order every epoch."""
         images, labels = self.splits["train"]
         trainer = self.trainer
-        per_step = self.hparams.batches_per_step
-        if trainer is not None and counts_training_batches(trainer) and per_step != 1:
-            log.info("A Trainer option counts training batches: one SGD step per Lightning step.")
-            per_step = 1
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         fixed = trainer is not None and trainer.overfit_batches > 0
 
@@ -375,7 +345,7 @@ class MNISTDataModule(LightningDataModule):
             epoch = 0 if fixed or trainer is None else trainer.current_epoch
             return epoch_order(len(labels), self.seed, epoch, rank, world_size)
 
-        return TrainingSteps(images, labels, self.hparams.batch_size, per_step, order)
+        return Intervals(images, labels, self.hparams.batch_size, self.hparams.log_every, order)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.hparams.eval_batch_size)

@@ -1,58 +1,39 @@
-"""The multilayer perceptron, its cost, and plain mini-batch SGD, as a LightningModule."""
+"""The multilayer perceptron, its cost, and plain mini-batch SGD, as a LightningModule.
+
+One Lightning step is one interval: `log_every` SGD steps, one per mini-batch (mnist_mlp.data
+hands them over together). torch's SGD takes each step; Lightning's optimizer takes the
+interval's last, so Lightning counts intervals (trainer.global_step) and its loop, progress bar,
+callbacks and step hooks run once per interval, not once per SGD step. The model counts the SGD
+steps and examples itself: they are the x of every logged scalar. At the end of each interval
+the loss is checked for divergence and logged; at its first step the noise scale is measured.
+"""
 
 from __future__ import annotations
 
-import bisect
-import itertools
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
-from mnist_mlp.config import Activation, Backprop, Loss, LrSchedule, linear_scaling_lr
+from mnist_mlp.config import Activation, Backprop, LrSchedule, linear_scaling_lr
+from mnist_mlp.costs import BATCH_COSTS, CLASSES, EXAMPLE_COSTS
 from mnist_mlp.errors import Diverged
-from mnist_mlp.hooks import plain_backward
 from mnist_mlp.noise import NoiseScale
 
-IMAGE_PIXELS, CLASSES = 28 * 28, 10
+IMAGE_PIXELS = 28 * 28
 ACTIVATIONS = {
     Activation.relu: torch.relu,
     Activation.sigmoid: torch.sigmoid,
     Activation.tanh: torch.tanh,
 }
-
-
-def squared_errors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's ||y(x) - a(x)||^2: the squared distance between its output activations (a
-    softmax, a distribution over the ten classes like the target) and its one-hot target."""
-    outputs = torch.softmax(logits, dim=1)
-    # One-hot by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py).
-    targets = (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(outputs.dtype)
-    return (outputs - targets).pow(2).sum(dim=1)
-
-
-def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The notes' cost, averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2."""
-    return squared_errors(logits, labels).mean()
-
-
-def cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's cross-entropy, -log softmax(logits)[label]: F.cross_entropy's values with
-    reduction="none", which is slower on a CPU over ten classes (benchmarks/step_cost.py times
-    both)."""
-    return torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)
-
-
-LOSSES = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
-# Each example's own cost, whose batch mean is LOSSES'.
-EXAMPLE_LOSSES = {Loss.cross_entropy: cross_entropies, Loss.mse: squared_errors}
 BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
+Batch = tuple[torch.Tensor, torch.Tensor]
+Interval = Sequence[Batch]  # sized and iterable: mnist_mlp.data.Interval
 
 
 class MLP(LightningModule):
@@ -70,28 +51,15 @@ class MLP(LightningModule):
             nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes, sizes[1:], strict=False)
         )
         self.activation = ACTIVATIONS[hp.activation]
-        self.loss_fn = LOSSES[hp.loss]
-        self.example_loss = EXAMPLE_LOSSES[hp.loss]
-        # Each Lightning step takes several SGD steps (MNISTDataModule.train_dataloader), so the
-        # steps are written out: Lightning's optimizer wrapper counts each one in global_step.
+        self.cost = BATCH_COSTS[hp.loss]
+        # Several SGD steps per Lightning step, so they are written out (manual optimization).
         self.automatic_optimization = False
-        # SGD steps between noise-scale measurements, 0 for none: decided when fitting starts,
-        # as is whether torch's own backward does all that manual_backward would.
-        self.noise_every = 0
-        self.plain_backward = False
-        self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
         self.noise = NoiseScale()
-        # Each SGD step only keeps its logits and labels, on the device; every check_finite_every
-        # steps they are read in one go: each example's cost gives the exact step at which the
-        # loss stopped being finite and train/loss, their argmax train/acc. No host sync and no
-        # extra operation per step (benchmarks/step_cost.py times the ways to keep them).
-        self.step_logits: list[torch.Tensor] = []  # of the steps not checked yet
-        self.step_labels: list[torch.Tensor] = []
-        self.checked_steps = 0  # of this epoch, checked to be finite
-        # For train/acc: of the examples of this epoch's checked steps, those classified right
-        # before their step, and all of them.
-        self.epoch_correct: torch.Tensor | float = 0.0
-        self.epoch_examples = 0
+        self.sgd_steps = self.examples_seen = 0  # since training started, kept in checkpoints
+        self.fitting = False  # set by setup(), before a resumed fit loads its checkpoint
+        self.distributed = False  # set when fitting starts
+        # This epoch's examples, and those classified right before their step (train/acc).
+        self.epoch_examples, self.epoch_correct = 0, torch.zeros(())
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
@@ -107,110 +75,99 @@ class MLP(LightningModule):
     def forward(self, images: torch.Tensor, record: list | None = None) -> torch.Tensor:
         """The logits; with `record`, each layer's (input, output) is appended to it, the output
         keeping its gradient after backward (the examples' gradient norms are made of them)."""
-        output = self.layers[-1]
         activations = images.flatten(1)
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             weighted = layer(activations)
             if record is not None:
                 weighted.retain_grad()
                 record.append((activations, weighted))
-            activations = weighted if layer is output else self.activation(weighted)
+            last = index == len(self.layers) - 1
+            activations = weighted if last else self.activation(weighted)
         return activations
 
     def setup(self, stage: str) -> None:
         self.fitting = stage == "fit"
 
     def on_fit_start(self) -> None:
-        # With DDP the gradient is averaged over the processes' batches but the examples' norms
-        # are each process's own: the two would not belong to one batch size.
-        self.noise_every = self.hparams.noise_scale_every if self.trainer.world_size == 1 else 0
-        self.plain_backward = plain_backward(self.trainer)
+        self.distributed = self.trainer.world_size > 1
 
     def gradient(
-        self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The cost of one mini-batch and its logits, with its gradient written into each
-        parameter's .grad; with example_norms, also |each example's own gradient|^2."""
+        self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Write the gradient of this mini-batch's cost into each parameter's .grad; return the
+        logits and, with example_norms, |each example's own gradient|^2."""
         hp = self.hparams
         if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/backprop.py
             backward = BACKWARD_PASSES[hp.backprop]
-            slope = DERIVATIVES[hp.activation]
             gradients = backward(
-                self.layers, self.activation, slope, hp.loss, images, labels, example_norms
-            )
+                self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images,
+                labels, example_norms,
+            )  # fmt: skip
             for layer, weight_grad, bias_grad in zip(
                 self.layers, gradients.weights, gradients.biases, strict=True
             ):
                 layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
-            loss = self.loss_fn(gradients.logits, labels)
-            return loss, gradients.logits, gradients.example_squared_norms
+            return gradients.logits, gradients.example_squared_norms
         record = [] if example_norms else None
         logits = self(images, record)
-        loss = self.loss_fn(logits, labels)
-        if self.plain_backward:
-            loss.backward()
+        loss = self.cost(logits, labels)
+        if self.distributed:
+            self.manual_backward(loss)  # DDP readies its gradient averaging there
         else:
-            self.manual_backward(loss)  # DDP's gradient averaging, mixed precision's loss scaling
+            loss.backward()
         if record is None:
-            return loss, logits, None
-        # Each layer's output gradient is delta_i / B (the cost is the batch mean).
+            return logits, None
         inputs, outputs = zip(*record, strict=True)
-        deltas = [output.grad for output in outputs]
-        with torch.no_grad():  # read, never differentiated: no graph kept alive with them
-            return loss, logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
+        with torch.no_grad():  # each layer's output gradient is delta_i / B: the cost is a mean
+            deltas = [output.grad for output in outputs]
+            return logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
 
-    def training_step(
-        self, batch: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int
-    ) -> torch.Tensor:
-        """One SGD step per mini-batch of the batch (see MNISTDataModule.train_dataloader)."""
-        optimizer = self.optimizers()
-        noise_every, step = self.noise_every, self.global_step
-        for images, labels in batch:
-            optimizer.zero_grad()
-            measure = noise_every > 0 and step % noise_every == 0
-            loss, logits, example_squared = self.gradient(images, labels, measure)
-            if example_squared is not None:
+    def training_step(self, interval: Interval, interval_index: int) -> None:
+        """One SGD step per mini-batch of the interval: w <- w - lr * gradient of its cost."""
+        lightning_sgd = self.optimizers()  # counts its steps, calls the step hooks
+        # With DDP the gradient is averaged over the processes' batches but the examples' norms
+        # are each process's own: the two would not belong to one batch size.
+        measure_noise = self.hparams.noise_scale and not self.distributed
+        steps: list[Batch] = []  # each step's logits and labels
+        for number, (images, labels) in enumerate(interval, start=1):
+            lightning_sgd.zero_grad()
+            logits, example_squared = self.gradient(images, labels, measure_noise)
+            if measure_noise:  # at the interval's first step
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
-            optimizer.step()  # one step of trainer.global_step
-            self.step_logits.append(logits.detach())
-            self.step_labels.append(labels)
-            step += 1
-        every = self.hparams.check_finite_every
-        checked = self.checked_steps
-        last = batch_idx + 1 == self.trainer.num_training_batches
-        if last or (checked + len(self.step_logits)) // every > checked // every:
-            self.check_and_log_steps()
-        return loss
+                measure_noise = False
+            last = number == len(interval)
+            (lightning_sgd if last else lightning_sgd.optimizer).step()
+            self.sgd_steps += 1
+            self.examples_seen += len(labels)
+            steps.append((logits.detach(), labels))
+        self.check_and_log(steps)
 
-    def check_and_log_steps(self) -> None:
-        """Stop training at the first non-finite loss among the steps not checked yet; else log
-        their mean loss, and the noise scale, at the number of SGD steps taken."""
-        sizes = [len(labels) for labels in self.step_labels]
-        logits, labels = torch.cat(self.step_logits), torch.cat(self.step_labels)
-        losses = self.example_loss(logits, labels)
+    def check_and_log(self, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Stop training at the first step whose loss is not finite; else log the interval's
+        mean loss (and the noise scale) at the number of SGD steps taken. Read once per
+        interval: each read waits for the device."""
+        logits, labels = (torch.cat(parts) for parts in zip(*steps, strict=True))
+        losses = EXAMPLE_COSTS[self.hparams.loss](logits, labels)
         finite = torch.isfinite(losses)
         if not finite.all():
-            first_example = int((~finite).nonzero()[0])
-            ends = list(itertools.accumulate(sizes))  # where each unchecked step's examples end
-            bad = bisect.bisect_right(ends, first_example)  # the unchecked step it belongs to
-            loss = losses[ends[bad] - sizes[bad] : ends[bad]].mean().item()
-            batch = self.checked_steps + bad  # of this epoch
-            step = self.global_step - len(sizes) + bad  # SGD steps since the start
+            batch_size = len(steps[0][1])  # every mini-batch but an epoch's last is full
+            bad = int((~finite).nonzero()[0]) // batch_size
+            loss = EXAMPLE_COSTS[self.hparams.loss](*steps[bad]).mean().item()
+            step = self.sgd_steps - len(steps) + bad
             raise Diverged(
-                f"The loss became {loss} at step {step} "
-                f"(epoch {self.current_epoch}, mini-batch {batch}) "
-                f"with lr={self.hparams.lr}: training diverged; try a smaller lr, "
-                f"e.g. lr={self.stable_lr():g}."
+                f"The loss became {loss} at step {step} (epoch {self.current_epoch}) with "
+                f"lr={self.hparams.lr}: training diverged; try a smaller lr, e.g. "
+                f"lr={self.stable_lr():g}."
             )
-        predicted = logits.max(dim=1).indices  # argmax's, sooner on a CPU over ten classes
-        self.epoch_correct = self.epoch_correct + (predicted == labels).sum()
+        self.epoch_correct = self.epoch_correct + (logits.max(dim=1).indices == labels).sum()
         self.epoch_examples += len(labels)
-        self.checked_steps += len(sizes)
-        self.step_logits, self.step_labels = [], []
-        scalars = {"train/loss": float(losses.mean())}
-        scalars |= self.noise.read(self.global_step)
+        self.log_at_step({"train/loss": float(losses.mean())} | self.noise.read(self.sgd_steps))
+
+    def log_at_step(self, scalars: dict[str, float]) -> None:
+        """Straight to the loggers, at the number of SGD steps taken (a self.log costs more than
+        a small network's SGD step)."""
         for logger in self.loggers:
-            logger.log_metrics(scalars, step=self.global_step)
+            logger.log_metrics(scalars, step=self.sgd_steps)
 
     def stable_lr(self) -> float:
         """An lr to suggest after a divergence: a tenth of this one, or the lr the batch-size
@@ -219,24 +176,12 @@ class MLP(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # The lr this epoch's steps take (the cosine schedule moves it once per epoch).
-        lr = self.optimizers().optimizer.param_groups[0]["lr"]
-        for logger in self.loggers:
-            logger.log_metrics({"train/lr": lr}, step=self.global_step)
-        self.step_logits, self.step_labels, self.checked_steps = [], [], 0
-        self.epoch_correct, self.epoch_examples = 0.0, 0
-
-    def log_sgd_step(self) -> None:
-        """Put scalars at the number of SGD steps taken, whatever the mini-batches per step."""
-        self.log("step", float(self.global_step))  # Lightning takes a logged "step" as the x
+        self.log_at_step({"train/lr": self.optimizers().optimizer.param_groups[0]["lr"]})
+        self.epoch_examples, self.epoch_correct = 0, torch.zeros((), device=self.device)
 
     def on_train_epoch_end(self) -> None:
-        if self.step_logits:  # steps the last check did not see (training was stopped early)
-            self.check_and_log_steps()
-        # The epoch's mini-batches as they came, each classified before its SGD step.
-        if self.epoch_examples:
-            correct = float(self.epoch_correct) / self.epoch_examples
-            for logger in self.loggers:
-                logger.log_metrics({"train/acc": correct}, step=self.global_step)
+        if self.epoch_examples:  # each mini-batch classified before its SGD step
+            self.log_at_step({"train/acc": float(self.epoch_correct) / self.epoch_examples})
         self.noise.end_epoch()
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
@@ -244,45 +189,47 @@ class MLP(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # So a resumed run keeps them.
         checkpoint["noise_scale"] = {"epochs": self.noise.epochs, "trace": self.noise.trace}
+        checkpoint["sgd_steps"], checkpoint["examples_seen"] = self.sgd_steps, self.examples_seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.fitting:  # scoring a checkpoint keeps this run's history
             return
         saved = checkpoint.get("noise_scale", {})
         self.noise.epochs, self.noise.trace = saved.get("epochs", []), saved.get("trace", [])
+        self.sgd_steps, self.examples_seen = checkpoint["sgd_steps"], checkpoint["examples_seen"]
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def evaluate(self, batch: Batch, stage: str) -> torch.Tensor:
         """Add one batch to the stage's loss and accuracy; return its predicted classes."""
         images, labels = batch
         logits = self(images)
         predicted = logits.argmax(1)
-        getattr(self, f"{stage}_loss").update(self.loss_fn(logits, labels), len(labels))
+        getattr(self, f"{stage}_loss").update(self.cost(logits, labels), len(labels))
         getattr(self, f"{stage}_acc").update(predicted, labels)
         return predicted
 
-    def _log_scores(self, stage: str) -> None:
-        """The stage's loss and accuracy over all its batches, logged once: a self.log per
-        batch would cost more than the batch's forward pass."""
+    def log_scores(self, stage: str) -> None:
+        """The stage's loss and accuracy over all its batches, logged once, at the SGD steps
+        taken (Lightning takes a logged "step" as the x)."""
         for name in ("loss", "acc"):
             metric = getattr(self, f"{stage}_{name}")
             self.log(f"{stage}/{name}", metric.compute(), prog_bar=stage == "val")
             metric.reset()
-        self.log_sgd_step()
+        self.log("step", float(self.sgd_steps))
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
+        self.log_scores("val")
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.test_predictions.append(self._evaluate(batch, "test"))
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.test_predictions.append(self.evaluate(batch, "test"))
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
+        self.log_scores("test")
 
     def predict_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """The ten class probabilities of each image (normalised as the training data was)."""

@@ -18,8 +18,8 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
 from mnist_mlp.backprop import DERIVATIVES, example_gradient_norms
+from mnist_mlp.costs import CLASSES
 from mnist_mlp.data import DATASETS
-from mnist_mlp.model import CLASSES
 
 FONT = ImageFont.load_default()
 
@@ -108,6 +108,8 @@ def log_histogram(writer: SummaryWriter, tag: str, values: torch.Tensor, step: i
     own and slow the start of the next epoch on a machine with few cores.
     """
     values = values.detach().flatten().double()
+    if not values.isfinite().all():  # a step diverged; the next loss check stops the run
+        return
     low, high = values.min().item(), values.max().item()
     if low == high:
         limits, counts = [high], [values.numel()]
@@ -142,7 +144,7 @@ class Pictures(Callback):
 
     def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
         # The initial weights, at step 0, so that the first epoch's change shows.
-        fresh = trainer.global_step == 0  # not a resumed run
+        fresh = module.sgd_steps == 0  # not a resumed run
         if self.histograms and fresh and trainer.is_global_zero and trainer.logger is not None:
             log_layers(trainer.logger.experiment, module, 0)
 
@@ -155,20 +157,20 @@ class Pictures(Callback):
         if not (self.histograms and last and trainer.is_global_zero) or trainer.logger is None:
             return
         writer = trainer.logger.experiment
-        log_layers(writer, module, trainer.global_step)
+        log_layers(writer, module, module.sgd_steps)
         # How much the examples' desired changes disagree: the length of each example's own
         # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
-        images, labels = batch.last()  # mnist_mlp.data.MiniBatches
+        images, labels = batch.last()  # mnist_mlp.data.Interval
         hp = module.hparams
         norms = example_gradient_norms(
             module.layers, module.activation, DERIVATIVES[hp.activation], hp.loss, images, labels
         )
-        log_histogram(writer, "examples/gradient_norm", norms, trainer.global_step)
+        log_histogram(writer, "examples/gradient_norm", norms, module.sgd_steps)
 
     def on_test_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:
         if trainer.logger is None or not trainer.is_global_zero:
             return
-        writer, step = trainer.logger.experiment, trainer.global_step
+        writer, step = trainer.logger.experiment, module.sgd_steps
         predicted = torch.cat(module.test_predictions)  # the test split in order (or its start)
         images, labels = (split[: len(predicted)] for split in trainer.datamodule.splits["test"])
         names = class_names(trainer.datamodule.hparams.dataset)

@@ -1,7 +1,7 @@
 """Lightning's progress bar, counting SGD steps.
 
-Each Lightning step here takes several SGD steps (data.batches_per_step), so Lightning's own bar
-would count those groups: "27/27" for an epoch of 860 SGD steps.
+Each Lightning step here is an interval of `log_every` SGD steps, so Lightning's own bar would
+count the intervals: "18/18" for an epoch of 860 SGD steps.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class SGDStepsProgressBar(TQDMProgressBar):
-    def __init__(self, refresh_rate: int = 1, **kwargs: Any) -> None:
-        super().__init__(refresh_rate, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.epoch_start_step = 0
 
     @property
@@ -22,19 +22,18 @@ class SGDStepsProgressBar(TQDMProgressBar):
         """SGD steps in this epoch: its Lightning steps (after any limit) times the mini-batches
         each takes, at most every mini-batch of the epoch."""
         groups = super().total_train_batches
-        steps = self.trainer.train_dataloader  # mnist_mlp.data.TrainingSteps
-        return min(groups * steps.per_step, steps.mini_batches)
+        steps = self.trainer.train_dataloader  # mnist_mlp.data.Intervals
+        return min(groups * steps.log_every, steps.mini_batches)
 
-    def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
-        self.epoch_start_step = trainer.global_step
-        super().on_train_epoch_start(trainer, *args)
+    def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
+        self.epoch_start_step = module.sgd_steps
+        super().on_train_epoch_start(trainer, module)
 
     def on_train_batch_end(
         self, trainer: Trainer, module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         bar = self.train_progress_bar
-        last = batch_idx + 1 == trainer.num_training_batches
-        if bar is None or not (last or (batch_idx + 1) % self.refresh_rate == 0):
+        if bar is None:
             return
-        bar.n = trainer.global_step - self.epoch_start_step
+        bar.n = module.sgd_steps - self.epoch_start_step
         bar.set_postfix(self.get_metrics(trainer, module))  # also redraws the bar

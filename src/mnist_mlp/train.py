@@ -24,7 +24,6 @@ from mnist_mlp.checkpoint import loaded
 from mnist_mlp.config import hyperparameters, last_checkpoint, plain
 from mnist_mlp.data import MNISTDataModule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
-from mnist_mlp.hooks import quieten
 from mnist_mlp.model import MLP
 from mnist_mlp.study import StepsToTarget
 
@@ -95,12 +94,11 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
             f"lightning.Trainer refused the trainer.* settings: {error.__cause__ or error} "
             f"(this machine has: {', '.join(accelerators())})"
         ) from None
-    quieten(trainer)  # the per-SGD-step hooks cost time only when something listens to them
     for saving in trainer.checkpoint_callbacks:  # <run dir>/checkpoints/ whatever the logger
         if isinstance(saving, ModelCheckpoint) and saving.dirpath is None:
             saving.dirpath = str(run_dir / "checkpoints")
     if cfg.study.target is not None:
-        trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
+        trainer.callbacks.append(StepsToTarget(cfg.study.target))
     if tensorboard:
         trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
     else:
@@ -191,7 +189,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )[0]
         trainer.loggers = loggers
         for logger in loggers:  # the best checkpoint's, under names of their own
-            logger.log_metrics({f"best/{k}": scores[k] for k in VAL}, step=trainer.global_step)
+            logger.log_metrics({f"best/{k}": scores[k] for k in VAL}, step=model.sgd_steps)
         scores |= trainer.test(
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
