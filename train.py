@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 # Importing mnist_mlp.config registers conf/'s train_schema.
-from mnist_mlp.config import dropped_groups, resume_in_place
+from mnist_mlp.config.command_line import dropped_groups, resume_in_place
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from mnist_mlp.run import run  # torch and Lightning come in once the settings are checked
+    from mnist_mlp.run.task import run  # torch and Lightning come in once the settings are checked
 
     return run(cfg)
 

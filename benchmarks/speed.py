@@ -35,9 +35,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, random_split
 from torchvision import transforms
 
-from mnist_mlp.data import DATASETS, epoch_order
-from mnist_mlp.summary import job_number
-from mnist_mlp.train import build
+from mnist_mlp.run.build import build
+from mnist_mlp.sweeps.rows import job_number
+from mnist_mlp.training.data import epoch_order
+from mnist_mlp.training.idx_files import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 

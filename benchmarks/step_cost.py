@@ -2,7 +2,7 @@
 
     python benchmarks/step_cost.py
 
-mnist_mlp.model keeps each SGD step's logits and labels in lists and reads them every
+mnist_mlp.training.model keeps each SGD step's logits and labels in lists and reads them every
 model.check_finite_every steps (each example's cost, its predicted class) in a few operations.
 This times that, per step and including the read, beside the usual ways of recording the step's
 loss and correct count as it comes: torchmetrics' MeanMetric and MulticlassAccuracy updates, and
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.config import Loss
-from mnist_mlp.model import EXAMPLE_LOSSES
+from mnist_mlp.config.schema import Loss
+from mnist_mlp.training.costs import EXAMPLE_COSTS
 
 STEPS, REPEATS, CLASSES, EVERY = 1000, 7, 10, 50
 BATCH_SIZES = (32, 256)
@@ -73,7 +73,7 @@ def main() -> None:
         kept_logits.clear(), kept_labels.clear()
 
     def read_as_the_model() -> None:
-        read_kept(EXAMPLE_LOSSES[Loss.cross_entropy], lambda logits: logits.max(1).indices)
+        read_kept(EXAMPLE_COSTS[Loss.cross_entropy], lambda logits: logits.max(1).indices)
 
     def read_with_torch_functions() -> None:
         losses = functools.partial(F.cross_entropy, reduction="none")

@@ -35,8 +35,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning import Callback, LightningModule, Trainer
 
-from mnist_mlp.data import DATASETS, Interval
-from mnist_mlp.train import build
+from mnist_mlp.run.build import build
+from mnist_mlp.training.data import Interval
+from mnist_mlp.training.idx_files import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, TURNS = 320, 9

@@ -11,16 +11,16 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from mnist_mlp import worked_example
-from mnist_mlp.backprop import (
+from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.training import worked_example
+from mnist_mlp.training.backprop import (
     DERIVATIVES,
     backprop,
     backprop_per_example,
     example_gradient_norms,
 )
-from mnist_mlp.costs import BATCH_COSTS as LOSSES
-from mnist_mlp.model import ACTIVATIONS, MLP
-from mnist_mlp.train import train
+from mnist_mlp.training.costs import BATCH_COSTS as LOSSES
+from mnist_mlp.training.model import ACTIVATIONS, MLP
 from tests.conftest import ROOT, settings
 
 SHAPES = [[], [7], [12, 5], [9, 6, 4]]

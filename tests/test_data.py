@@ -13,14 +13,9 @@ import pytest
 import torch
 from torchvision import datasets
 
-from mnist_mlp.data import (
-    Interval,
-    Intervals,
-    MNISTDataModule,
-    ensure_raw_files,
-    epoch_order,
-)
 from mnist_mlp.errors import UsageError
+from mnist_mlp.training.data import Interval, Intervals, MNISTDataModule, epoch_order
+from mnist_mlp.training.idx_files import ensure_raw_files
 from tests.conftest import settings, write_dataset, write_idx
 
 
@@ -222,7 +217,7 @@ def test_a_folder_that_cannot_be_written_is_named_as_such(
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr("mnist_mlp.data.open", refuse_writes, raising=False)
+    monkeypatch.setattr("mnist_mlp.training.idx_files.open", refuse_writes, raising=False)
     with pytest.raises(UsageError, match=f"{raw} is not writable.*set data.root=<somewhere>"):
         datamodule(tmp_path)
     assert {path.name: path.read_bytes() for path in raw.iterdir()} == before

@@ -18,12 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-import mnist_mlp.train as wiring
-from mnist_mlp import claims
-from mnist_mlp.config import check_config
+import mnist_mlp.run.fit as wiring
+from mnist_mlp.config.checks import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
-from mnist_mlp.run import resumed_run_dir
-from mnist_mlp.train import SCORES, train
+from mnist_mlp.run import folder_lock
+from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.record import SCORES
+from mnist_mlp.run.task import resumed_run_dir
 from tests.conftest import ROOT, TINY, run_cli, run_main
 
 
@@ -413,14 +414,14 @@ def test_a_folder_another_run_is_writing_into_is_refused(
     data_root: Path, finished_run: Path, tmp_path: Path
 ) -> None:
     busy = tmp_path / "busy"
-    claims.claim(busy, "hydra.run.dir")  # this process stands for a run still going
+    folder_lock.claim(busy, "hydra.run.dir")  # this process stands for a run still going
     try:
         second = run_cli(f"data.root={data_root}", *TINY, f"hydra.run.dir={busy}", cwd=tmp_path)
         assert second.returncode == 1
         assert f"hydra.run.dir={busy} is in use by another run" in second.stderr
         assert [p.name for p in busy.iterdir()] == [".claimed"]  # nothing of the second run
         # Two resumes of one run: the second is refused the same way.
-        claims.claim(finished_run, "the run dir")
+        folder_lock.claim(finished_run, "the run dir")
         last = finished_run / "checkpoints" / "last.ckpt"
         before = (finished_run / "metrics.json").read_text()
         again = run_cli(
@@ -435,8 +436,8 @@ def test_a_folder_another_run_is_writing_into_is_refused(
         assert again.returncode == 1 and "is in use by another run" in again.stderr
         assert (finished_run / "metrics.json").read_text() == before
     finally:
-        claims.release(busy)
-        claims.release(finished_run)
+        folder_lock.release(busy)
+        folder_lock.release(finished_run)
 
 
 def test_resuming_from_a_damaged_checkpoint_names_it_and_adds_nothing(

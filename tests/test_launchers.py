@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_mlp.config import check_config
+from mnist_mlp.config.checks import check_config
 from mnist_mlp.errors import UsageError
 from tests.conftest import ROOT, TINY, run_main
 
@@ -130,7 +130,7 @@ def test_manual_backprop_is_refused_under_ddp(make_cfg) -> None:
 
 
 def test_slurm_ddp_jobs_get_one_task_per_device_or_one_sentence() -> None:
-    from mnist_mlp.slurm import SlurmLauncher
+    from mnist_mlp.slurm.launcher import SlurmLauncher
 
     assert SlurmLauncher(tasks_per_node=1).tasks_per_node({None}) == 1  # not DDP: as given
     assert SlurmLauncher(tasks_per_node=1).tasks_per_node({4}) == 4  # follows trainer.devices

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from mnist_mlp.config import SETTINGS, TrainConfig
-from mnist_mlp.costs import EXAMPLE_COSTS
-from mnist_mlp.model import MLP
+from mnist_mlp.config.schema import SETTINGS, TrainConfig
+from mnist_mlp.training.costs import EXAMPLE_COSTS
+from mnist_mlp.training.model import MLP
 from tests.conftest import ROOT, settings
 
 

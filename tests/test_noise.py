@@ -13,11 +13,11 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.func import functional_call, grad, vmap
 
-from mnist_mlp.backprop import DERIVATIVES
-from mnist_mlp.costs import BATCH_COSTS as LOSSES
-from mnist_mlp.model import MLP
-from mnist_mlp.noise import NAMES, NoiseScale, unbiased
-from mnist_mlp.train import train
+from mnist_mlp.measure.noise_scale import NAMES, NoiseScale, unbiased
+from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.training.backprop import DERIVATIVES
+from mnist_mlp.training.costs import BATCH_COSTS as LOSSES
+from mnist_mlp.training.model import MLP
 from tests.conftest import settings
 
 

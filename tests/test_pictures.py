@@ -10,8 +10,13 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist_mlp.pictures import class_names, confusion_image, log_histogram, misclassified_grid
-from mnist_mlp.train import train
+from mnist_mlp.inspection.pictures import (
+    class_names,
+    confusion_image,
+    log_histogram,
+    misclassified_grid,
+)
+from mnist_mlp.run.fit import fit_and_test as train
 
 
 def tags(run_dir: Path) -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_mlp import evaluate, predict
+from mnist_mlp.inspection import evaluate, predict
 from tests.conftest import FILES, run_main, write_idx
 
 
@@ -111,7 +111,8 @@ def test_predict_reads_pngs_of_any_size_and_polarity(
 
 
 def test_predict_says_what_it_needs(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit, match="Give images=...; usage: python -m mnist_mlp.predict"):
+    usage = "Give images=...; usage: python -m mnist_mlp.inspection.predict"
+    with pytest.raises(SystemExit, match=usage):
         run_app(predict.main, "ckpt=x")
 
 

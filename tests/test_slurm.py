@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_mlp.train import SCORES
+from mnist_mlp.run.record import SCORES
 from tests.conftest import ROOT, TINY, write_dataset
 from tests.test_launchers import jobs
 
@@ -187,7 +187,7 @@ def test_a_cancelled_job_is_recorded_and_the_sweep_says_how_to_run_it_on(
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert metrics(job_dir(sweep_dir, 1))["epochs_run"] == 40
-    subprocess.run([sys.executable, "-m", "mnist_mlp.summary", str(sweep_dir)], check=True)
+    subprocess.run([sys.executable, "-m", "mnist_mlp.sweeps.summary", str(sweep_dir)], check=True)
     assert (sweep_dir / "summary.md").read_text().count("| ok |") == 2
 
 
@@ -206,7 +206,7 @@ def test_ctrl_c_leaves_the_jobs_running_and_says_how_to_summarise_them(
     assert submitting.returncode == 130
     array_id = re.search(r"as array (\d+)", seen).group(1)
     assert f"the Slurm jobs of array {array_id} keep running" in rest
-    assert f"python -m mnist_mlp.summary {sweep_dir}" in rest and "Traceback" not in rest
+    assert f"python -m mnist_mlp.sweeps.summary {sweep_dir}" in rest and "Traceback" not in rest
     assert {f"{array_id}_0", f"{array_id}_1"} <= set(squeue(slurm))  # not cancelled
     subprocess.run(["scancel", array_id], env=slurm, check=True)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from mnist_mlp.batch_size_report import fit_steps, write_report
-from mnist_mlp.config import linear_scaling_lr
-from mnist_mlp.train import train
+from mnist_mlp.config.schema import linear_scaling_lr
+from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.sweeps.batch_size_report import fit_steps, write_report
 from tests.conftest import ROOT, compose_train, run_main
 
 
@@ -146,7 +146,7 @@ def test_the_study_runs_from_one_command_and_its_page_can_be_rebuilt(
     assert "| 16 |" in page and "| 64 |" in page and "## The answer" in page
     (sweep / "batch_size.md").unlink()
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "mnist_mlp.summary", str(sweep)],
+        [sys.executable, "-m", "mnist_mlp.sweeps.summary", str(sweep)],
         capture_output=True,
         text=True,
         cwd=ROOT,

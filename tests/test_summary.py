@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mnist_mlp import summary
+from mnist_mlp.sweeps import summary
 from tests.conftest import TINY, run_main
 
 

@@ -17,9 +17,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from mnist_mlp.errors import Diverged, UsageError
-from mnist_mlp.predict import best_checkpoint
-from mnist_mlp.progress import SGDStepsProgressBar
-from mnist_mlp.train import SCORES, build, train
+from mnist_mlp.inspection.predict import best_checkpoint
+from mnist_mlp.run.build import build
+from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.record import SCORES
+from mnist_mlp.training.progress_bar import SGDStepsProgressBar
 from tests.conftest import ROOT, TINY, run_cli, run_main
 
 

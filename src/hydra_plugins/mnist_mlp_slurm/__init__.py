@@ -3,7 +3,7 @@ hydra_plugins package; the code is mnist_mlp.slurm's. Without the [slurm] extra 
 Hydra's submitit launcher) there is nothing to register."""
 
 try:
-    from mnist_mlp import slurm
+    from mnist_mlp.slurm import launcher as slurm
 except ImportError:  # pragma: no cover - the [slurm] extra is not installed
     slurm = None
 

@@ -1,16 +1,14 @@
-"""Every setting in one place: its name, type, default and allowed values, and the checks that
-types cannot express (ranges, combinations).
+"""Every setting in one place: its name, type, default and allowed values.
 
 The dataclasses are Hydra's structured config (registered as `train_schema`, the first entry of
 conf/train.yaml's defaults), so Hydra itself refuses a value of the wrong type or a name outside
-an Enum. This module imports no torch: `python train.py --help`, `--cfg job` and a bad setting
+an Enum. Nothing here imports torch: `python train.py --help`, `--cfg job` and a bad setting
 answer before the heavy imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,10 +17,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from mnist_mlp.errors import UsageError
-
 # conf/ of the repository (the package is installed from it with pip install -e).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 class Choice(str, Enum):
@@ -50,7 +46,7 @@ class LrSchedule(Choice):
     cosine = "cosine"  # lr falls from `lr` to 0 along half a cosine, stepped once per epoch
 
 
-class Backprop(Choice):  # the backward pass: mnist_mlp/backprop.py, docs/backprop.md
+class Backprop(Choice):  # the backward pass: mnist_mlp/training/backprop.py, docs/backprop.md
     autograd = "autograd"
     manual = "manual"  # written out, the batch as matrices
     per_example = "per_example"  # written out as the notes say it: one example at a time (slow)
@@ -68,7 +64,7 @@ HOW = {"how": True}
 
 @dataclass
 class DataConfig:
-    _target_: str = "mnist_mlp.data.MNISTDataModule"
+    _target_: str = "mnist_mlp.training.data.MNISTDataModule"
     dataset: Dataset = Dataset.MNIST  # the torchvision dataset that parses <root>/<dataset>/raw/
     val_size: int = 5000  # held out of the 60k training images, seeded
     root: str = field(default="data", metadata=HOW)
@@ -82,7 +78,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    _target_: str = "mnist_mlp.model.MLP"
+    _target_: str = "mnist_mlp.training.model.MLP"
     hidden_sizes: list[int] = field(default_factory=lambda: [512, 256])
     activation: Activation = Activation.relu
     momentum: float = 0.0
@@ -90,7 +86,7 @@ class ModelConfig:
     weight_decay: float = 0.0  # L2 penalty
     lr_schedule: LrSchedule = LrSchedule.cosine
     backprop: Backprop = Backprop.autograd
-    # The gradient noise scale (mnist_mlp/noise.py), measured at the first SGD step of each
+    # The gradient noise scale (measure/noise_scale.py), measured at the first SGD step of each
     # interval of log_every steps and logged with train/loss. It does not change what is trained.
     noise_scale: bool = field(default=True, metadata=HOW)
     loss: Loss = II("loss")
@@ -100,13 +96,13 @@ class ModelConfig:
 
 @dataclass
 class PicturesConfig:
-    _target_: str = "mnist_mlp.pictures.Pictures"
+    _target_: str = "mnist_mlp.inspection.pictures.Pictures"
     hidden_units: int = field(default=16, metadata=HOW)  # first-layer weights drawn as images
     histograms: bool = field(default=True, metadata=HOW)  # weights and gradients, every epoch
 
 
 @dataclass
-class StudyConfig:  # steps to a target: mnist_mlp/study.py; train.py -m experiment=batch_size
+class StudyConfig:  # steps to a target (measure/steps_to_target.py): experiment=batch_size
     # The val/acc whose first reaching is recorded (step, examples, seconds); the run then stops.
     target: float | None = None  # null: no target
     # Training examples between the target's checks, at any batch size: experiment=batch_size's
@@ -182,10 +178,6 @@ def steps_for(examples: int, batch_size: int) -> int:
 
 OmegaConf.register_new_resolver("steps_for", steps_for, replace=True)
 
-# A resumed run may run on other devices, or show its progress otherwise; anything else in
-# trainer.* would change what is trained.
-TRAINER_KEYS_FREE_ON_RESUME = ("accelerator", "devices", "enable_progress_bar")
-
 
 def _leaves(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
     """(dotted key, field) of every setting of the schema, nested groups flattened; the copies of
@@ -229,119 +221,3 @@ def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
         # Lists as text: TensorBoard's HParams takes only numbers, strings and booleans.
         values[key] = str(list(value)) if OmegaConf.is_list(value) else plain_value(value)
     return values
-
-
-def resume_differences(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, Any, Any]]:
-    """(key, saved value, this run's value) for each setting a resume may not change."""
-    differences = []
-    for key, item in SETTINGS.items():
-        if item.metadata.get("how") or key == "epochs":
-            continue
-        then, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
-        if then != now:
-            differences.append((key, plain_value(then), plain_value(now)))
-    trainer_then, trainer_now = saved.get("trainer") or {}, cfg.get("trainer") or {}
-    for key in sorted(set(trainer_then) | set(trainer_now)):
-        if key in TRAINER_KEYS_FREE_ON_RESUME or key == "max_epochs":  # max_epochs is epochs
-            continue
-        then, now = trainer_then.get(key), trainer_now.get(key)
-        if then != now:
-            differences.append((f"trainer.{key}", then, now))
-    return differences
-
-
-# Config groups a run can do without. Hydra 1.3 refuses `group=null` on the command line (a
-# ValueError traceback) and drops a group with `~group`; `null` is what users type.
-OPTIONAL_GROUPS = ("logger", "experiment", "debug", "hparams_search")
-
-
-def dropped_groups(argv: list[str]) -> list[str]:
-    """The command line with each `<optional group>=null` written as Hydra's `~<group>`."""
-    return [
-        f"~{arg.removesuffix('=null')}" if arg.removesuffix("=null") in OPTIONAL_GROUPS else arg
-        for arg in argv
-    ]
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """Where a run keeps the state a resume starts from (mnist_mlp.checkpoint writes it)."""
-    return run_dir / "checkpoints" / "last.ckpt"
-
-
-def resume_in_place(argv: list[str]) -> list[str]:
-    """The command line of a run resumed from <run dir>/checkpoints/last.ckpt, made to continue
-    in that run dir: Hydra then logs into its train.log and creates no new folder, nor a new
-    .hydra/ (the run's own config stays, for the next resume's comparison)."""
-    if "-m" in argv or "--multirun" in argv or any(a.startswith("hydra.run.dir=") for a in argv):
-        return argv
-    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("ckpt_path=")]
-    run_dir = Path(given[-1]).resolve().parent.parent if given else None
-    if run_dir is None or not (run_dir / ".hydra" / "config.yaml").is_file():
-        return argv  # run.py says what is wrong with ckpt_path
-    return [*argv, f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=null"]
-
-
-def require_given(cfg: DictConfig, usage: str) -> None:
-    """Refuse a config whose mandatory keys (???) were not given, with the command's usage."""
-    missing = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        raise UsageError(f"Give {' and '.join(f'{key}=...' for key in missing)}; usage: {usage}")
-
-
-def _require(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise UsageError(f"{key}={value!r} is not allowed: {allowed}.")
-
-
-def _positive(key: str, value: int) -> None:
-    _require(key, value, value > 0, "use a positive whole number")
-
-
-# Lightning options with no meaning here.
-REFUSED_TRAINER_KEYS = {
-    "log_every_n_steps": "train/loss is logged every log_every SGD steps; set that",
-    "accumulate_grad_batches": "each mini-batch takes its own SGD step; raise batch_size instead",
-}
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Raise UsageError for the first setting a run could not use (types Hydra has checked)."""
-    model = cfg.model
-    for key in (
-        "batch_size",
-        "epochs",
-        "data.val_size",
-        "data.eval_batch_size",
-        "log_every",
-        "study.every_examples",
-    ):
-        _positive(key, OmegaConf.select(cfg, key))
-    _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
-    target = cfg.study.target
-    _require("study.target", target, target is None or 0 < target <= 1, "use 0 < target <= 1")
-    _require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")
-    hidden = list(model.hidden_sizes)
-    _require(
-        "model.hidden_sizes",
-        hidden,
-        all(n > 0 for n in hidden),
-        "use a list of positive whole numbers, e.g. model.hidden_sizes=[512,256]",
-    )
-    for key in ("model.momentum", "model.weight_decay"):
-        value = OmegaConf.select(cfg, key)
-        _require(key, value, math.isfinite(value) and value >= 0, "use a number >= 0")
-    if model.nesterov:
-        _require("model.nesterov", True, model.momentum > 0, "it needs model.momentum > 0")
-    trainer = cfg.trainer
-    for key, why in REFUSED_TRAINER_KEYS.items():
-        if key in trainer:
-            _require(f"trainer.{key}", trainer[key], False, f"remove it: {why}")
-    if model.backprop != Backprop.autograd:
-        strategy = str(trainer.get("strategy", "auto"))
-        _require(
-            "model.backprop",
-            model.backprop.value,
-            "ddp" not in strategy,
-            f"with trainer.strategy={strategy} the gradients must come from autograd, whose "
-            "hooks average them across processes; use model.backprop=autograd",
-        )

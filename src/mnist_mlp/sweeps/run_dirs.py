@@ -11,10 +11,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_mlp.claims import claim, release
-from mnist_mlp.config import last_checkpoint
+from mnist_mlp.config.command_line import last_checkpoint
 from mnist_mlp.errors import UsageError
-from mnist_mlp.summary import UNFINISHED, summarise_sweep, unfinished
+from mnist_mlp.run.folder_lock import claim, release
+from mnist_mlp.sweeps.summary import UNFINISHED, summarise_sweep, unfinished
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One SGD step of a 2-3-2 network, every number printed in the order of the study notes.
 
-    python -m mnist_mlp.worked_example
+    python -m mnist_mlp.training.worked_example
 
 Two examples, a sigmoid hidden layer, softmax outputs and the project's quadratic cost
 C_x = ||a - y||^2 (loss=mse). Small enough to check each number by hand; docs/backprop.md walks
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, output_error
+from mnist_mlp.training.backprop import DERIVATIVES, backprop, backprop_per_example, output_error
 
 LR = 0.5
 EXAMPLES = torch.tensor([[1.0, 0.5], [0.2, 0.9]], dtype=torch.float64)

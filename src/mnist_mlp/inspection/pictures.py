@@ -17,9 +17,9 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
-from mnist_mlp.backprop import DERIVATIVES, example_gradient_norms
-from mnist_mlp.costs import CLASSES
-from mnist_mlp.data import DATASETS
+from mnist_mlp.training.backprop import DERIVATIVES, example_gradient_norms
+from mnist_mlp.training.costs import CLASSES
+from mnist_mlp.training.idx_files import DATASETS
 
 FONT = ImageFont.load_default()
 
@@ -160,7 +160,7 @@ class Pictures(Callback):
         log_layers(writer, module, module.sgd_steps)
         # How much the examples' desired changes disagree: the length of each example's own
         # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
-        images, labels = batch.last()  # mnist_mlp.data.Interval
+        images, labels = batch.last()  # mnist_mlp.training.data.Interval
         hp = module.hparams
         norms = example_gradient_norms(
             module.layers, module.activation, DERIVATIVES[hp.activation], hp.loss, images, labels

@@ -16,7 +16,7 @@ a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = 
     BP3  dC_x/db^l = delta^l                          a bias's desired change
     BP4  dC_x/dW^l = delta^l (outer) a^(l-1)          a weight's desired change
 
-`python -m mnist_mlp.backprop` prints every number of one SGD step of a 2-3-2 network.
+`python -m mnist_mlp.training.backprop` prints every number of one SGD step of a 2-3-2 network.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Gradients(NamedTuple):
     weights: list[torch.Tensor]  # dC/dW of each layer
     biases: list[torch.Tensor]  # dC/db of each layer
     logits: torch.Tensor
-    # |each example's own gradient|^2, when asked for (the gradient noise scale: mnist_mlp.noise)
+    # |each example's own gradient|^2, when asked for (the gradient noise scale)
     example_squared_norms: torch.Tensor | None = None
 
 
@@ -52,7 +52,7 @@ DERIVATIVES: dict[str, Slope] = {
 
 
 def output_error(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """BP1: dC_x/dz^L for each example x (a row each), for the costs of mnist_mlp.model."""
+    """BP1: dC_x/dz^L for each example x (a row each), for the costs of mnist_mlp.training.model."""
     outputs = torch.softmax(logits, dim=1)
     targets = F.one_hot(labels, logits.shape[1]).to(outputs.dtype)
     if loss == "cross_entropy":

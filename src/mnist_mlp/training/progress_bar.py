@@ -22,7 +22,7 @@ class SGDStepsProgressBar(TQDMProgressBar):
         """SGD steps in this epoch: its Lightning steps (after any limit) times the mini-batches
         each takes, at most every mini-batch of the epoch."""
         groups = super().total_train_batches
-        steps = self.trainer.train_dataloader  # mnist_mlp.data.Intervals
+        steps = self.trainer.train_dataloader  # mnist_mlp.training.data.Intervals
         return min(groups * steps.log_every, steps.mini_batches)
 
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:

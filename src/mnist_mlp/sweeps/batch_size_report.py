@@ -1,6 +1,7 @@
 """The batch-size study's answer: batch_size.md and batch_size.png in the sweep dir.
 
-Written when a sweep of experiment=batch_size ends (or by python -m mnist_mlp.summary <sweep dir>)
+Written when a sweep of experiment=batch_size ends (or by python -m mnist_mlp.sweeps.summary
+<sweep dir>)
 from each job's metrics.json: the SGD steps, examples and training seconds to study.target, and
 the gradient noise scale measured along the way. McCandlish et al. (2018) predict the steps to a
 target as S = S_min (1 + B_crit / B): fitted here to the best lr of each batch size, S_min is the
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp.summary import pyplot
+from mnist_mlp.sweeps.plotting import pyplot
 
 
 def study_jobs(sweep_dir: Path) -> list[dict]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
-from mnist_mlp.config import last_checkpoint
+from mnist_mlp.config.command_line import last_checkpoint
 from mnist_mlp.errors import UsageError
 
 Loaded = TypeVar("Loaded")

@@ -4,7 +4,7 @@
 With G the true gradient and Sigma the covariance of the examples' own gradients g_i, the mean
 gradient of a mini-batch of B examples has E|G_B|^2 = |G|^2 + tr(Sigma)/B. Each SGD step measures
 it at two batch sizes: B (the step's gradient) and 1 (its examples' own gradients, whose squared
-lengths mnist_mlp.backprop computes exactly), which gives unbiased estimates of |G|^2 and
+lengths mnist_mlp.training.backprop computes exactly), which gives unbiased estimates of |G|^2 and
 tr(Sigma). Their ratio B_simple = tr(Sigma)/|G|^2 is the batch size above which a bigger batch
 stops paying: below it the examples disagree so much that averaging more of them nearly halves
 the steps each time B doubles.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mnist_mlp.config import Loss
+from mnist_mlp.config.schema import Loss
 
 CLASSES = 10
 

@@ -1,6 +1,6 @@
 """Test loss, accuracy and per-class accuracy of a saved checkpoint, and its confusion matrix.
 
-    python -m mnist_mlp.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]
+    python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]
 
 The test data is the run's own (its .hydra/config.yaml), unless data.root says where it is now.
 Lightning's test loop scores it; the confusion matrix is written beside the checkpoint as
@@ -17,11 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from mnist_mlp.config import CONF_DIR, plain
-from mnist_mlp.data import DATASETS
+from mnist_mlp.config.schema import CONF_DIR, plain
 from mnist_mlp.errors import UsageError
-from mnist_mlp.pictures import class_names, confusion_image
-from mnist_mlp.predict import as_command, best_checkpoint, load, quiet_trainer
+from mnist_mlp.inspection.pictures import class_names, confusion_image
+from mnist_mlp.inspection.predict import as_command, best_checkpoint, load, quiet_trainer
+from mnist_mlp.training.idx_files import DATASETS
 
 
 def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict[str, float]]:
@@ -58,7 +58,7 @@ def print_scores(cfg: DictConfig) -> None:
     print(f"confusion matrix  {ckpt.name}.confusion.png beside the checkpoint")
 
 
-USAGE = "python -m mnist_mlp.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
+USAGE = "python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
 main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")(
     as_command(print_scores, USAGE)
 )

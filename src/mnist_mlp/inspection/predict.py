@@ -1,6 +1,6 @@
 """The class of each image file, by a trained checkpoint.
 
-    python -m mnist_mlp.predict ckpt=<checkpoint or run dir> images=<image file or folder>
+    python -m mnist_mlp.inspection.predict ckpt=<checkpoint or run dir> images=<file or folder>
 
 Any size, grayscale or colour, dark-on-light or light-on-dark: each image is prepared as MNIST's
 were (grayscale, light digit on dark, the digit fitted into 20x20 by its aspect, its centre of
@@ -23,11 +23,13 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
-from mnist_mlp.checkpoint import loaded
-from mnist_mlp.config import CONF_DIR, require_given
-from mnist_mlp.data import DATASETS, MNISTDataModule
+from mnist_mlp.config.checks import require_given
+from mnist_mlp.config.schema import CONF_DIR
 from mnist_mlp.errors import UsageError
-from mnist_mlp.model import MLP
+from mnist_mlp.training.checkpoints import loaded
+from mnist_mlp.training.data import MNISTDataModule
+from mnist_mlp.training.idx_files import DATASETS
+from mnist_mlp.training.model import MLP
 
 
 def best_checkpoint(path: Path) -> Path:
@@ -166,7 +168,8 @@ def as_command(
 main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")(
     as_command(
         predict_files,
-        "python -m mnist_mlp.predict ckpt=<checkpoint or run dir> images=<file or folder>",
+        "python -m mnist_mlp.inspection.predict ckpt=<checkpoint or run dir> "
+        "images=<file or folder>",
     )
 )
 

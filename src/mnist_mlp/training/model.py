@@ -1,6 +1,6 @@
 """The multilayer perceptron, its cost, and plain mini-batch SGD, as a LightningModule.
 
-One Lightning step is one interval: `log_every` SGD steps, one per mini-batch (mnist_mlp.data
+One Lightning step is one interval: `log_every` SGD steps, one per mini-batch (training/data.py
 hands them over together). torch's SGD takes each step; Lightning's optimizer takes the
 interval's last, so Lightning counts intervals (trainer.global_step) and its loop, progress bar,
 callbacks and step hooks run once per interval, not once per SGD step. The model counts the SGD
@@ -19,11 +19,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
-from mnist_mlp.config import Activation, Backprop, LrSchedule, linear_scaling_lr
-from mnist_mlp.costs import BATCH_COSTS, CLASSES, EXAMPLE_COSTS
+from mnist_mlp.config.schema import Activation, Backprop, LrSchedule, linear_scaling_lr
 from mnist_mlp.errors import Diverged
-from mnist_mlp.noise import NoiseScale
+from mnist_mlp.measure.noise_scale import NoiseScale
+from mnist_mlp.training.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
+from mnist_mlp.training.costs import BATCH_COSTS, CLASSES, EXAMPLE_COSTS
 
 IMAGE_PIXELS = 28 * 28
 ACTIVATIONS = {
@@ -33,7 +33,7 @@ ACTIVATIONS = {
 }
 BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
 Batch = tuple[torch.Tensor, torch.Tensor]
-Interval = Sequence[Batch]  # sized and iterable: mnist_mlp.data.Interval
+Interval = Sequence[Batch]  # sized and iterable: mnist_mlp.training.data.Interval
 
 
 class MLP(LightningModule):
@@ -97,7 +97,7 @@ class MLP(LightningModule):
         """Write the gradient of this mini-batch's cost into each parameter's .grad; return the
         logits and, with example_norms, |each example's own gradient|^2."""
         hp = self.hparams
-        if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/backprop.py
+        if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/training/backprop.py
             backward = BACKWARD_PASSES[hp.backprop]
             gradients = backward(
                 self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images,

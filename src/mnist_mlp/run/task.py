@@ -18,9 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp.claims import claim, release
-from mnist_mlp.config import LrSchedule, check_config, resume_differences
+from mnist_mlp.config.checks import check_config, resume_differences
+from mnist_mlp.config.schema import LrSchedule
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
+from mnist_mlp.run.folder_lock import claim, release
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def run(cfg: DictConfig) -> float:
             run_dir = resumed
             log.info(f"Resuming {run_dir} from {cfg.ckpt_path}")
         quiet_lightning()
-        from mnist_mlp.train import train
+        from mnist_mlp.run.fit import fit_and_test as train
 
         return train(cfg, run_dir)["val/acc"]
     except (UsageError, Diverged) as error:
@@ -113,6 +114,6 @@ def run(cfg: DictConfig) -> float:
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, start: float) -> None:
-    from mnist_mlp.train import write_metrics
+    from mnist_mlp.run.record import write_metrics
 
     write_metrics(run_dir, cfg, "failed", {}, start)

@@ -1,0 +1,97 @@
+"""Fit one run, score its best checkpoint, and record it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import torch
+from lightning import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from mnist_mlp.config.command_line import last_checkpoint
+from mnist_mlp.errors import Diverged, Interrupted
+from mnist_mlp.run.build import build
+from mnist_mlp.run.record import BEST, SCORES, VAL, best_entry, write_metrics
+from mnist_mlp.training.checkpoints import loaded
+
+log = logging.getLogger(__name__)
+
+
+def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
+    """What was kept of a run stopped by a signal, and how to go on."""
+    if fitted:
+        return (
+            f"Stopped while scoring the best checkpoint; training had finished "
+            f"({trainer.current_epoch} epochs): python -m mnist_mlp.inspection.evaluate "
+            f"ckpt={run_dir} "
+            "scores it."
+        )
+    last = last_checkpoint(run_dir)
+    kept = (
+        f"{last} holds the last finished epoch; resume with the same settings plus ckpt_path={last}"
+        if last.is_file()
+        else "no epoch had finished, so there is nothing to resume"
+    )
+    return f"Training stopped in epoch {trainer.current_epoch}: {kept}."
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train and test one run into run_dir; return what metrics.json holds."""
+    start = time.perf_counter()
+    if cfg.ckpt_path is not None:  # a damaged checkpoint is named before any other work
+        loaded(
+            Path(cfg.ckpt_path), "ckpt_path", lambda: torch.load(cfg.ckpt_path, weights_only=True)
+        )
+    datamodule, model, trainer = build(cfg, run_dir)
+    fitted = False
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        fitted = True
+        # Report the checkpoint a user would keep: the best on validation (none in a dry run).
+        scores = best_entry(trainer, run_dir)
+        best = str(run_dir / scores[BEST]) if scores else None
+        loggers, trainer.loggers = trainer.loggers, []  # not a point on the val/ curves
+        scores |= trainer.validate(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )[0]
+        trainer.loggers = loggers
+        for logger in loggers:  # the best checkpoint's, under names of their own
+            logger.log_metrics({f"best/{k}": scores[k] for k in VAL}, step=model.sgd_steps)
+        scores |= trainer.test(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )[0]
+    except Diverged:
+        best = best_entry(trainer, run_dir)
+        write_metrics(run_dir, cfg, "diverged", best, start, trainer)
+        raise
+    except SystemExit as stop:  # how Lightning ends after Ctrl-C (SIGINT) or SIGTERM
+        if not trainer.interrupted:
+            raise
+        signal_number = signal.SIGTERM if isinstance(stop, SIGTERMException) else signal.SIGINT
+        best = best_entry(trainer, run_dir)
+        write_metrics(run_dir, cfg, "interrupted", best, start, trainer)
+        raise Interrupted(interrupted(trainer, run_dir, fitted), 128 + signal_number) from None
+    metrics = write_metrics(run_dir, cfg, "ok", scores, start, trainer)
+    if trainer.is_global_zero:
+        log.info(
+            "\n".join(
+                [
+                    f"{'':-<60}",
+                    *(f"{name:<10} {scores[name]:.4f}" for name in SCORES),
+                    f"best checkpoint  {best or 'none (a dry run saves none)'}",
+                    f"run dir          {run_dir}",
+                    *(
+                        [f"TensorBoard      tensorboard --logdir {run_dir.parent}"]
+                        if isinstance(trainer.logger, TensorBoardLogger)
+                        else []
+                    ),
+                    f"{'':-<60}",
+                ]
+            )
+        )
+    return metrics

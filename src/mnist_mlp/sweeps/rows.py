@@ -1,0 +1,74 @@
+"""A sweep's jobs as rows: each job folder's overrides, scores and status."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
+
+
+def sort_value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def job_number(job_dir: Path) -> int:
+    """A job dir's number: the folders are named <number>_<overrides> (conf/train.yaml)."""
+    return int(job_dir.name.split("_", 1)[0])
+
+
+def job_rows(sweep_dir: Path) -> tuple[list[str], list[dict]]:
+    """(the overridden keys, one row per job dir) of a sweep; a job without scores is failed."""
+    keys: list[str] = []
+    rows = []
+    job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    for job_dir in sorted(job_dirs, key=job_number):
+        overrides = dict(
+            item.lstrip("+~").split("=", 1)
+            for item in OmegaConf.load(job_dir / ".hydra/overrides.yaml")
+        )
+        keys += [key for key in overrides if key not in keys]
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        scores = {column: metrics.get(column) for column in SCORE_COLUMNS}
+        scores["status"] = metrics.get("status", "failed")
+        rows.append({"job": str(job_number(job_dir)), **overrides, **scores})
+    return keys, rows
+
+
+def swept_keys(keys: list[str], rows: list[dict]) -> list[str]:
+    """The overridden keys whose value differs between jobs, batch_size and lr first."""
+    varying = [key for key in keys if len({row.get(key) for row in rows}) > 1]
+    return sorted(varying, key=lambda key: (key not in ("batch_size", "lr"), keys.index(key)))
+
+
+def best_first(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda row: -(row["val/acc"] if row["status"] == "ok" else -1))
+
+
+def over_seeds(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One row per setting of `keys`: val/acc as the mean over its seeds that ran ok, with their
+    standard deviation and count; status ok if any seed ran ok."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(key) for key in keys), []).append(row)
+    merged = []
+    for setting, members in groups.items():
+        scores = [row["val/acc"] for row in members if row["status"] == "ok"]
+        merged.append(
+            dict(zip(keys, setting, strict=True))
+            | {
+                "job": ",".join(row["job"] for row in members),
+                "status": "ok" if scores else members[0]["status"],
+                "val/acc": statistics.mean(scores) if scores else None,
+                "val/acc std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "seeds": f"{len(scores)} of {len(members)}",
+            }
+        )
+    return merged
