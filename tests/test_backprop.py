@@ -19,16 +19,19 @@ from mnist_mlp.training.backprop import (
     backprop_per_example,
     example_gradient_norms,
 )
-from mnist_mlp.training.costs import BATCH_COSTS as LOSSES
 from mnist_mlp.training.model import ACTIVATIONS, MLP
 from tests.conftest import ROOT, settings
 
 SHAPES = [[], [7], [12, 5], [9, 6, 4]]
-GRID = list(itertools.product(DERIVATIVES, LOSSES, SHAPES, [1, 5, 33]))
+# Each cost: the loss and the output neurons it is taken of ("mse:sigmoid" is Nielsen's).
+COSTS = ["cross_entropy:softmax", "mse:softmax", "mse:sigmoid"]
+GRID = list(itertools.product(DERIVATIVES, COSTS, SHAPES, [1, 5, 33]))
 
 
-def mlp(hidden_sizes: list[int], activation: str, loss: str, **sgd) -> MLP:
-    chosen = dict(hidden_sizes=hidden_sizes, activation=activation, loss=loss) | sgd
+def mlp(hidden_sizes: list[int], activation: str, cost: str, **sgd) -> MLP:
+    loss, outputs = cost.split(":")
+    chosen = dict(hidden_sizes=hidden_sizes, activation=activation, loss=loss, outputs=outputs)
+    chosen |= sgd
     base = ("lr=0.5", "model.lr_schedule=constant", "model.backprop=manual")
     return MLP(**settings("model", *base, **chosen)).double()
 
@@ -44,8 +47,9 @@ def written_out_gradients(
 ) -> list[torch.Tensor]:
     """The gradients a written-out pass returns, in the order of model.parameters()."""
     slope = DERIVATIVES[model.hparams.activation]
+    hp = model.hparams
     weights, biases, logits, _ = backward(
-        model.layers, model.activation, slope, model.hparams.loss, images, labels
+        model.layers, model.activation, slope, hp.loss, images, labels, False, hp.outputs
     )
     torch.testing.assert_close(logits, model(images))
     return [grad for pair in zip(weights, biases, strict=True) for grad in pair]
@@ -66,12 +70,12 @@ def autograd_gradients(
     return [parameter.grad.clone() for parameter in model.parameters()]
 
 
-@pytest.mark.parametrize(("activation", "loss", "hidden_sizes", "batch_size"), GRID)
+@pytest.mark.parametrize(("activation", "cost", "hidden_sizes", "batch_size"), GRID)
 def test_written_out_gradients_equal_autograd(
-    activation: str, loss: str, hidden_sizes: list[int], batch_size: int
+    activation: str, cost: str, hidden_sizes: list[int], batch_size: int
 ) -> None:
     torch.manual_seed(len(hidden_sizes) * 100 + batch_size)
-    model = mlp(hidden_sizes, activation, loss)
+    model = mlp(hidden_sizes, activation, cost)
     images, labels = batch(batch_size, seed=batch_size)
     expected = autograd_gradients(model, images, labels)
     # The ladder: the notes' loop over examples = the batch as matrices = autograd.
@@ -82,12 +86,13 @@ def test_written_out_gradients_equal_autograd(
         torch.testing.assert_close(batched, want)
 
 
-@pytest.mark.parametrize(("activation", "loss"), itertools.product(DERIVATIVES, LOSSES))
+@pytest.mark.parametrize(("activation", "cost"), list(itertools.product(DERIVATIVES, COSTS)))
 def test_example_gradient_norms_are_those_of_each_examples_own_gradient(
-    activation: str, loss: str
+    activation: str, cost: str
 ) -> None:
     torch.manual_seed(1)
-    model = mlp([12, 5], activation, loss)
+    model = mlp([12, 5], activation, cost)
+    loss, outputs = cost.split(":")
     images, labels = batch(7, seed=3)
     own = [
         torch.cat(
@@ -96,16 +101,18 @@ def test_example_gradient_norms_are_those_of_each_examples_own_gradient(
         for i in range(7)
     ]
     slope = DERIVATIVES[activation]
-    norms = example_gradient_norms(model.layers, model.activation, slope, loss, images, labels)
+    norms = example_gradient_norms(
+        model.layers, model.activation, slope, loss, images, labels, outputs
+    )
     torch.testing.assert_close(norms, torch.stack(own).norm(dim=1))
 
 
-@pytest.mark.parametrize("loss", list(LOSSES))
-def test_sgd_steps_are_the_same_in_both_modes(loss: str) -> None:
+@pytest.mark.parametrize("cost", COSTS)
+def test_sgd_steps_are_the_same_in_both_modes(cost: str) -> None:
     torch.manual_seed(0)
     sgd = dict(momentum=0.9, nesterov=True, weight_decay=1e-3)
-    manual = mlp([16, 8], "sigmoid", loss, **sgd)
-    autograd = mlp([16, 8], "sigmoid", loss, **sgd)
+    manual = mlp([16, 8], "sigmoid", cost, **sgd)
+    autograd = mlp([16, 8], "sigmoid", cost, **sgd)
     autograd.load_state_dict(manual.state_dict())
     initial = manual.layers[0].weight.clone()
     optimizers = [model.configure_optimizers()["optimizer"] for model in (manual, autograd)]

@@ -43,6 +43,17 @@ def test_splits_are_seeded_normalised_and_complete(data_root: Path) -> None:
     assert torch.equal(joined.sort().values, official.sort().values)
 
 
+def test_nielsens_split_and_inputs_the_files_last_images_and_pixels_in_0_1(
+    data_root: Path,
+) -> None:
+    dm = datamodule(data_root, val_split="last", inputs="unit")
+    official = datasets.MNIST(str(data_root), train=True)
+    assert torch.equal(dm.splits["val"][1], official.targets[-100:])
+    assert torch.equal(dm.splits["train"][1], official.targets[:-100])  # in the file's order
+    assert torch.equal(dm.splits["train"][0], official.data[:-100].float() / 255)
+    assert dm.state_dict() == {"mean": 0.0, "std": 1.0}  # predict scales new images the same
+
+
 def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> None:
     images = torch.arange(100.0).view(100, 1)
     epoch_number = 0

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from mnist_mlp.config.schema import SETTINGS, TrainConfig
-from mnist_mlp.training.costs import EXAMPLE_COSTS
+from mnist_mlp.training.costs import cross_entropies
 from mnist_mlp.training.model import MLP
 from tests.conftest import ROOT, settings
 
@@ -28,12 +28,21 @@ def test_layers_follow_hidden_sizes_and_give_ten_logits() -> None:
     assert model(torch.zeros(5, 28, 28)).shape == (5, 10)
 
 
-def test_mse_is_the_squared_distance_of_softmax_outputs_to_one_hot_targets() -> None:
-    model = mlp(loss="mse")
+@pytest.mark.parametrize("outputs", ["softmax", "sigmoid"])
+def test_mse_is_nielsens_quadratic_cost_of_the_outputs(outputs: str) -> None:
+    """C = 1/(2n) sum_x ||y(x) - a(x)||^2, a the output neurons' activations."""
+    model = mlp(loss="mse", outputs=outputs)
     logits, labels = torch.randn(4, 10), torch.tensor([0, 3, 9, 3])
-    outputs, targets = logits.softmax(1), F.one_hot(labels, 10).float()
-    expected = sum(((outputs[i] - targets[i]) ** 2).sum() for i in range(4)) / 4
+    a = logits.softmax(1) if outputs == "softmax" else logits.sigmoid()
+    targets = F.one_hot(labels, 10).float()
+    expected = sum(((targets[i] - a[i]) ** 2).sum() for i in range(4)) / (2 * 4)
     torch.testing.assert_close(model.cost(logits, labels), expected)
+
+
+def test_normal_init_draws_every_weight_and_bias_from_a_standard_normal() -> None:
+    torch.manual_seed(0)
+    values = torch.cat([p.flatten() for p in mlp(init="normal", hidden_sizes=[64]).parameters()])
+    assert abs(values.mean()) < 0.01 and abs(values.std() - 1) < 0.01
 
 
 def test_cross_entropy_is_on_logits() -> None:
@@ -47,9 +56,9 @@ def test_each_examples_cost_is_the_batch_costs_term() -> None:
     for huge logits, and non-finite where a logit is."""
     logits, labels = torch.randn(6, 10) * 30, torch.tensor([1, 2, 3, 4, 0, 9])
     expected = F.cross_entropy(logits, labels, reduction="none")
-    torch.testing.assert_close(EXAMPLE_COSTS["cross_entropy"](logits, labels), expected)
+    torch.testing.assert_close(cross_entropies(logits, labels), expected)
     logits[2, 5], logits[4, 0] = float("inf"), float("nan")
-    finite = torch.isfinite(EXAMPLE_COSTS["cross_entropy"](logits, labels))
+    finite = torch.isfinite(cross_entropies(logits, labels))
     assert finite.tolist() == [True, True, False, True, False, True]
 
 

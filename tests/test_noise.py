@@ -16,7 +16,6 @@ from torch.func import functional_call, grad, vmap
 from mnist_mlp.measure.noise_scale import NAMES, NoiseScale, unbiased
 from mnist_mlp.run.fit import fit_and_test as train
 from mnist_mlp.training.backprop import DERIVATIVES
-from mnist_mlp.training.costs import BATCH_COSTS as LOSSES
 from mnist_mlp.training.model import MLP
 from tests.conftest import settings
 
@@ -33,15 +32,20 @@ def own_gradient_norms(model: MLP, images: torch.Tensor, labels: torch.Tensor) -
     return sum(g.flatten(1).square().sum(dim=1) for g in gradients.values())
 
 
+COSTS = ["cross_entropy:softmax", "mse:softmax", "mse:sigmoid"]  # loss:outputs
+
+
 @pytest.mark.parametrize(
-    ("backprop", "activation", "loss"),
-    list(itertools.product(["autograd", "manual", "per_example"], DERIVATIVES, LOSSES)),
+    ("backprop", "activation", "cost"),
+    list(itertools.product(["autograd", "manual", "per_example"], DERIVATIVES, COSTS)),
 )
 def test_example_norms_equal_those_of_per_example_autograd_gradients(
-    backprop: str, activation: str, loss: str
+    backprop: str, activation: str, cost: str
 ) -> None:
-    torch.manual_seed(len(activation) + len(loss))
+    torch.manual_seed(len(activation) + len(cost))
+    loss, outputs = cost.split(":")
     chosen = dict(hidden_sizes=[13, 6], activation=activation, loss=loss, backprop=backprop)
+    chosen |= dict(outputs=outputs)
     model = MLP(**settings("model", **chosen)).double()
     # Outside a Trainer, Lightning's manual_backward is torch's own backward.
     model.manual_backward = lambda loss: loss.backward()

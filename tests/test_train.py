@@ -341,11 +341,13 @@ def test_experiment_notes_is_the_notes_network_and_training(
 ) -> None:
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("train", overrides=["experiment=notes"])
-    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.loss) == (10, 1.5, 30, "mse")
-    assert list(cfg.model.hidden_sizes) == [30] and cfg.model.activation == "sigmoid"
-    assert cfg.model.lr_schedule == "constant"
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.loss) == (10, 3.0, 30, "mse")
+    model, data = cfg.model, cfg.data
+    assert list(model.hidden_sizes) == [30] and model.activation == model.outputs == "sigmoid"
+    assert (model.init, model.lr_schedule) == ("normal", "constant")
+    assert (data.val_size, data.val_split, data.inputs) == (10000, "last", "unit")
     # And it trains, on the tiny data (whose batch_size=32 and epochs=2 win, as on a command line).
-    metrics = train(make_cfg("experiment=notes"), tmp_path)
+    metrics = train(make_cfg("experiment=notes", "data.val_size=100"), tmp_path)
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
 
 

@@ -83,6 +83,13 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("model.momentum", "model.weight_decay"):
         value = OmegaConf.select(cfg, key)
         _require(key, value, math.isfinite(value) and value >= 0, "use a number >= 0")
+    if model.outputs == "sigmoid":
+        _require(
+            "model.outputs",
+            "sigmoid",
+            cfg.loss == "mse",
+            "cross_entropy is the cost of softmax outputs; use loss=mse with sigmoid outputs",
+        )
     if model.nesterov:
         _require("model.nesterov", True, model.momentum > 0, "it needs model.momentum > 0")
     trainer = cfg.trainer

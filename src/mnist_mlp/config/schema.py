@@ -52,6 +52,26 @@ class Backprop(Choice):  # the backward pass: mnist_mlp/training/backprop.py, do
     per_example = "per_example"  # written out as the notes say it: one example at a time (slow)
 
 
+class Outputs(Choice):  # the output neurons' activations a^L, from the logits z^L
+    softmax = "softmax"  # a distribution over the classes; cross_entropy is on it
+    sigmoid = "sigmoid"  # each class on its own, as Nielsen's network.py (loss=mse only)
+
+
+class Init(Choice):  # the weights' and biases' first values
+    torch = "torch"  # nn.Linear's: uniform within +-1/sqrt(inputs of the layer)
+    normal = "normal"  # N(0, 1), as Nielsen's network.py
+
+
+class Inputs(Choice):  # what the network sees of a pixel (0-255)
+    normalised = "normalised"  # (pixel/255 - mean) / std, with the training split's statistics
+    unit = "unit"  # pixel/255, in [0, 1], as Nielsen's network.py
+
+
+class ValSplit(Choice):  # which training images are held out for validation
+    random = "random"  # a seeded random choice of val_size
+    last = "last"  # the file's last val_size images, as Nielsen's mnist_loader
+
+
 class Dataset(Choice):
     MNIST = "MNIST"
     FashionMNIST = "FashionMNIST"
@@ -66,7 +86,9 @@ HOW = {"how": True}
 class DataConfig:
     _target_: str = "mnist_mlp.training.data.MNISTDataModule"
     dataset: Dataset = Dataset.MNIST  # the torchvision dataset that parses <root>/<dataset>/raw/
-    val_size: int = 5000  # held out of the 60k training images, seeded
+    val_size: int = 5000  # held out of the 60k training images (val_split says which)
+    val_split: ValSplit = ValSplit.random
+    inputs: Inputs = Inputs.normalised
     root: str = field(default="data", metadata=HOW)
     download: bool = field(default=True, metadata=HOW)  # only when the IDX files are missing
     # Validation and test batches: larger is faster and gives the same scores.
@@ -80,7 +102,9 @@ class DataConfig:
 class ModelConfig:
     _target_: str = "mnist_mlp.training.model.MLP"
     hidden_sizes: list[int] = field(default_factory=lambda: [512, 256])
-    activation: Activation = Activation.relu
+    activation: Activation = Activation.relu  # of the hidden neurons
+    outputs: Outputs = Outputs.softmax
+    init: Init = Init.torch
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0  # L2 penalty

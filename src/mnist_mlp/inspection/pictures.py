@@ -162,8 +162,9 @@ class Pictures(Callback):
         # gradient in the epoch's last mini-batch (docs/backprop.md, "The spread").
         images, labels = batch.last()  # mnist_mlp.training.data.Interval
         hp = module.hparams
+        slope = DERIVATIVES[hp.activation]
         norms = example_gradient_norms(
-            module.layers, module.activation, DERIVATIVES[hp.activation], hp.loss, images, labels
+            module.layers, module.activation, slope, hp.loss, images, labels, hp.outputs
         )
         log_histogram(writer, "examples/gradient_norm", norms, module.sgd_steps)
 

@@ -51,16 +51,20 @@ DERIVATIVES: dict[str, Slope] = {
 }
 
 
-def output_error(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """BP1: dC_x/dz^L for each example x (a row each), for the costs of mnist_mlp.training.model."""
-    outputs = torch.softmax(logits, dim=1)
-    targets = F.one_hot(labels, logits.shape[1]).to(outputs.dtype)
+def output_error(
+    logits: torch.Tensor, labels: torch.Tensor, loss: str, outputs: str = "softmax"
+) -> torch.Tensor:
+    """BP1: dC_x/dz^L for each example x (a row each), for the costs of training/costs.py."""
+    a = torch.sigmoid(logits) if outputs == "sigmoid" else torch.softmax(logits, dim=1)
+    targets = F.one_hot(labels, logits.shape[1]).to(a.dtype)
     if loss == "cross_entropy":
-        return outputs - targets
+        return a - targets
     if loss == "mse":
-        cost_slope = 2 * (outputs - targets)  # dC_x/da^L for C_x = ||a^L - y||^2
+        cost_slope = a - targets  # dC_x/da^L for C_x = 1/2 ||a^L - y||^2
+        if outputs == "sigmoid":  # each a_j = sigmoid(z_j): da_j/dz_j = a_j (1 - a_j)
+            return cost_slope * a * (1 - a)
         # Through the softmax, da_j/dz_k = a_j (1[j = k] - a_k):
-        return outputs * (cost_slope - (cost_slope * outputs).sum(dim=1, keepdim=True))
+        return a * (cost_slope - (cost_slope * a).sum(dim=1, keepdim=True))
     raise ValueError(f"no output error for loss {loss!r}")
 
 
@@ -73,6 +77,7 @@ def backprop_per_example(
     images: torch.Tensor,
     labels: torch.Tensor,
     example_norms: bool = False,
+    outputs: str = "softmax",
 ) -> Gradients:
     """The gradient of the batch-mean cost, one example at a time, as the notes say it."""
     weight_changes = [torch.zeros_like(layer.weight) for layer in layers]
@@ -90,7 +95,7 @@ def backprop_per_example(
         logits = layers[-1].weight @ a + layers[-1].bias
         all_logits.append(logits)
         # Backward: each output neuron's error, compared with its expected output (BP1)...
-        delta = output_error(logits[None], y[None], loss)[0]
+        delta = output_error(logits[None], y[None], loss, outputs)[0]
         squared_norm = 0
         for index in reversed(range(len(layers))):
             # ...each weight's desired change: for each neuron(l), for each neuron(l-1) feeding
@@ -146,12 +151,13 @@ def backprop(
     images: torch.Tensor,
     labels: torch.Tensor,
     example_norms: bool = False,
+    outputs: str = "softmax",
 ) -> Gradients:
     """The gradient of the batch-mean cost, the whole batch at once (one matrix product each)."""
     inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
     # The batch average is folded into delta once, so BP3 and BP4 become plain sums.
     count = len(labels)
-    deltas = _errors(layers, slopes, output_error(logits, labels, loss) / count)
+    deltas = _errors(layers, slopes, output_error(logits, labels, loss, outputs) / count)
     weight_grads = [delta.T @ a for delta, a in zip(deltas, inputs, strict=True)]  # BP4
     bias_grads = [delta.sum(dim=0) for delta in deltas]  # BP3
     squared = squared_norms(deltas, inputs) * count**2 if example_norms else None
@@ -180,7 +186,8 @@ def example_gradient_norms(
     loss: str,
     images: torch.Tensor,
     labels: torch.Tensor,
+    outputs: str = "softmax",
 ) -> torch.Tensor:
     """The length of each example's own gradient (its desired change of every parameter)."""
-    gradients = backprop(layers, sigma, sigma_prime, loss, images, labels, example_norms=True)
+    gradients = backprop(layers, sigma, sigma_prime, loss, images, labels, True, outputs)
     return gradients.example_squared_norms.sqrt()

@@ -1,27 +1,38 @@
-"""The costs a run can minimise, as the batch mean and as each example's own value."""
+"""The costs a run can minimise, of each example and of a batch, from the network's logits.
+
+cross_entropy   C_x = -log softmax(z)[label]
+mse             C_x = 1/2 ||y - a||^2, a = softmax(z) or sigmoid(z) (model.outputs), y one-hot:
+                Nielsen's quadratic cost, whose batch mean is his C = 1/(2n) sum_x ||y - a||^2
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from mnist_mlp.config.schema import Loss
+from mnist_mlp.config.schema import Loss, Outputs
 
 CLASSES = 10
+Cost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> cost(s)
+OUTPUTS = {Outputs.softmax: lambda z: torch.softmax(z, dim=1), Outputs.sigmoid: torch.sigmoid}
 
 
-def squared_errors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each example's ||y(x) - a(x)||^2: the squared distance between its output activations (a
-    softmax, a distribution over the ten classes like the target) and its one-hot target."""
-    outputs = torch.softmax(logits, dim=1)
-    # One-hot by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py).
-    targets = (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(outputs.dtype)
-    return (outputs - targets).pow(2).sum(dim=1)
+def one_hot(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """y(x): by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py)."""
+    return (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(dtype)
 
 
-def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The notes' cost, averaged over the batch: (1/n) sum_x ||y(x) - a(x)||^2."""
-    return squared_errors(logits, labels).mean()
+def squared_errors(outputs: str) -> Cost:
+    """Each example's 1/2 ||y(x) - a(x)||^2, with these output activations."""
+    activation = OUTPUTS[outputs]
+
+    def cost(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        a = activation(logits)
+        return (a - one_hot(labels, a.dtype)).pow(2).sum(dim=1) / 2
+
+    return cost
 
 
 def cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -30,5 +41,14 @@ def cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=1) - logits.gather(1, labels[:, None]).squeeze(1)
 
 
-BATCH_COSTS = {Loss.cross_entropy: F.cross_entropy, Loss.mse: mse}
-EXAMPLE_COSTS = {Loss.cross_entropy: cross_entropies, Loss.mse: squared_errors}
+def example_cost(loss: str, outputs: str) -> Cost:
+    """Each example's cost C_x."""
+    return cross_entropies if loss == Loss.cross_entropy else squared_errors(outputs)
+
+
+def batch_cost(loss: str, outputs: str) -> Cost:
+    """The batch mean of C_x: the cost a mini-batch's gradient is taken of."""
+    if loss == Loss.cross_entropy:
+        return F.cross_entropy
+    per_example = squared_errors(outputs)
+    return lambda logits, labels: per_example(logits, labels).mean()

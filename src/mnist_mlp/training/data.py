@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning import LightningDataModule
 
+from mnist_mlp.config.schema import Inputs, ValSplit
 from mnist_mlp.errors import UsageError
 from mnist_mlp.training.idx_files import DATASETS, check_raw_files, ensure_raw_files
 
@@ -111,20 +112,29 @@ def load_split(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, tor
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-# Kept for the next run in the same process: the jobs of a multirun skip parsing and normalising.
+# Kept for the next run in the same process: the jobs of a multirun skip parsing and scaling.
 @functools.lru_cache(maxsize=1)
-def normalised_splits(
-    root: Path, dataset: str, val_size: int, seed: int, device: str, stamp: tuple
-) -> tuple[Splits, tuple[float, float]]:
-    """The seeded train/val split and the test split, normalised, on the device; (mean, std)."""
+def prepared_splits(
+    root: Path, dataset: str, val_size: int, val_split: str, inputs: str, seed: int, device: str,
+    stamp: tuple,
+) -> tuple[Splits, tuple[float, float]]:  # fmt: skip
+    """The train/val split and the test split, as the network sees them, on the device; the
+    (mean, std) that a pixel/255 has been normalised with ((0, 1) for inputs=unit)."""
     train_images, train_labels = load_split(root, dataset, train=True)
     test_images, test_labels = load_split(root, dataset, train=False)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train_labels), generator=generator)
-    val_index, train_index = order[:val_size], order[val_size:]
-    # Normalise with the statistics of the training split only.
-    scaled = train_images[train_index].float().div_(255)
-    mean, std = scaled.mean().item(), scaled.std().item()
+    count = len(train_labels)
+    if val_split == ValSplit.last:  # the file's last val_size images; training keeps file order
+        train_index, val_index = (
+            torch.arange(count - val_size),
+            torch.arange(count - val_size, count),
+        )
+    else:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        val_index, train_index = order[:val_size], order[val_size:]
+    mean, std = 0.0, 1.0
+    if inputs == Inputs.normalised:  # with the statistics of the training split only
+        scaled = train_images[train_index].float().div_(255)
+        mean, std = scaled.mean().item(), scaled.std().item()
 
     def normalised(images: torch.Tensor) -> torch.Tensor:
         return images.to(device).float().div_(255).sub_(mean).div_(std)
@@ -171,9 +181,11 @@ class MNISTDataModule(LightningDataModule):
         raw = self.root / self.dataset / "raw"
         # The files' sizes and times, so a cached copy is never used for files that changed.
         stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(raw.iterdir()))
-        self.splits, (self.mean, self.std) = normalised_splits(
-            self.root.resolve(), self.dataset, self.hparams.val_size, self.seed, str(device), stamp
-        )
+        hp = self.hparams
+        self.splits, (self.mean, self.std) = prepared_splits(
+            self.root.resolve(), self.dataset, hp.val_size, hp.val_split, hp.inputs, self.seed,
+            str(device), stamp,
+        )  # fmt: skip
 
     def state_dict(self) -> dict[str, float]:
         """Saved in every checkpoint: predict normalises new images the same way."""

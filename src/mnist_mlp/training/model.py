@@ -19,11 +19,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.config.schema import Activation, Backprop, LrSchedule, linear_scaling_lr
+from mnist_mlp.config.schema import Activation, Backprop, Init, LrSchedule, linear_scaling_lr
 from mnist_mlp.errors import Diverged
 from mnist_mlp.measure.noise_scale import NoiseScale
 from mnist_mlp.training.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
-from mnist_mlp.training.costs import BATCH_COSTS, CLASSES, EXAMPLE_COSTS
+from mnist_mlp.training.costs import CLASSES, batch_cost, example_cost
 
 IMAGE_PIXELS = 28 * 28
 ACTIVATIONS = {
@@ -50,8 +50,12 @@ class MLP(LightningModule):
         self.layers = nn.ModuleList(
             nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes, sizes[1:], strict=False)
         )
+        if hp.init == Init.normal:
+            for parameter in self.layers.parameters():
+                nn.init.normal_(parameter)
         self.activation = ACTIVATIONS[hp.activation]
-        self.cost = BATCH_COSTS[hp.loss]
+        self.cost = batch_cost(hp.loss, hp.outputs)
+        self.example_cost = example_cost(hp.loss, hp.outputs)
         # Several SGD steps per Lightning step, so they are written out (manual optimization).
         self.automatic_optimization = False
         self.noise = NoiseScale()
@@ -101,7 +105,7 @@ class MLP(LightningModule):
             backward = BACKWARD_PASSES[hp.backprop]
             gradients = backward(
                 self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images,
-                labels, example_norms,
+                labels, example_norms, hp.outputs,
             )  # fmt: skip
             for layer, weight_grad, bias_grad in zip(
                 self.layers, gradients.weights, gradients.biases, strict=True
@@ -147,12 +151,12 @@ class MLP(LightningModule):
         mean loss (and the noise scale) at the number of SGD steps taken. Read once per
         interval: each read waits for the device."""
         logits, labels = (torch.cat(parts) for parts in zip(*steps, strict=True))
-        losses = EXAMPLE_COSTS[self.hparams.loss](logits, labels)
+        losses = self.example_cost(logits, labels)
         finite = torch.isfinite(losses)
         if not finite.all():
             batch_size = len(steps[0][1])  # every mini-batch but an epoch's last is full
             bad = int((~finite).nonzero()[0]) // batch_size
-            loss = EXAMPLE_COSTS[self.hparams.loss](*steps[bad]).mean().item()
+            loss = self.example_cost(*steps[bad]).mean().item()
             step = self.sgd_steps - len(steps) + bad
             raise Diverged(
                 f"The loss became {loss} at step {step} (epoch {self.current_epoch}) with "

@@ -2,8 +2,8 @@
 
     python -m mnist_mlp.training.worked_example
 
-Two examples, a sigmoid hidden layer, softmax outputs and the project's quadratic cost
-C_x = ||a - y||^2 (loss=mse). Small enough to check each number by hand; docs/backprop.md walks
+Two examples, sigmoid neurons throughout and Nielsen's quadratic cost C_x = 1/2 ||a - y||^2
+(loss=mse model.outputs=sigmoid, as experiment=notes). Small enough to check each number by hand; docs/backprop.md walks
 through the output. At the end the same gradient comes from backprop_per_example, from backprop
 (the batch as matrices) and from autograd.
 """
@@ -51,12 +51,14 @@ def step_by_step(layers: nn.ModuleList) -> tuple[list[torch.Tensor], list[torch.
         z1 = hidden.weight @ x + hidden.bias
         a1 = torch.sigmoid(z1)
         z2 = output.weight @ a1 + output.bias
-        a2 = torch.softmax(z2, dim=0)
+        a2 = torch.sigmoid(z2)
         print(f"  hidden  z1 = W1 x + b1 = {text(z1)}   a1 = sigmoid(z1) = {text(a1)}")
-        print(f"  output  z2 = W2 a1 + b2 = {text(z2)}   a2 = softmax(z2) = {text(a2)}")
-        print(f"  cost    ||a2 - y||^2 = {float((a2 - y).square().sum()):.4f}")
-        delta2 = output_error(z2[None], label[None], "mse")[0]
-        print(f"  BP1  each output neuron's error, delta2 = dC/dz2 = {text(delta2)}")
+        print(f"  output  z2 = W2 a1 + b2 = {text(z2)}   a2 = sigmoid(z2) = {text(a2)}")
+        print(f"  cost    1/2 ||a2 - y||^2 = {float((a2 - y).square().sum() / 2):.4f}")
+        delta2 = output_error(z2[None], label[None], "mse", "sigmoid")[0]
+        print(
+            f"  BP1  each output neuron's error, delta2 = (a2 - y) * a2 (1 - a2) = {text(delta2)}"
+        )
         print("  BP4  each output weight's desired change, delta2[j] * a1[k]:")
         print(f"       {text(torch.outer(delta2, a1))}")
         print(f"  BP3  each output bias's desired change, delta2 = {text(delta2)}")
@@ -74,7 +76,7 @@ def step_by_step(layers: nn.ModuleList) -> tuple[list[torch.Tensor], list[torch.
 
 def main() -> None:
     layers = network()
-    print(f"A 2-3-2 network: sigmoid hidden layer, softmax outputs, cost ||a - y||^2, lr = {LR}")
+    print(f"A 2-3-2 network of sigmoid neurons, cost 1/2 ||a - y||^2, lr = {LR}")
     print(f"  W1 = {text(layers[0].weight.detach())}   b1 = {text(layers[0].bias.detach())}")
     print(f"  W2 = {text(layers[1].weight.detach())}   b2 = {text(layers[1].bias.detach())}")
     weight_grads, bias_grads = step_by_step(layers)
@@ -93,14 +95,14 @@ def main() -> None:
 
     sigmoid, slope = torch.sigmoid, DERIVATIVES["sigmoid"]
     ours = [*weight_grads, *bias_grads]
-    outputs = torch.softmax(layers[1](sigmoid(layers[0](EXAMPLES))), dim=1)
+    outputs = sigmoid(layers[1](sigmoid(layers[0](EXAMPLES))))
     targets = torch.nn.functional.one_hot(LABELS, 2)
-    (outputs - targets).square().sum(dim=1).mean().backward()  # loss=mse, by autograd
+    ((outputs - targets).square().sum(dim=1) / 2).mean().backward()  # loss=mse, by autograd
     others = {
         "backprop_per_example": backprop_per_example(
-            layers, sigmoid, slope, "mse", EXAMPLES, LABELS
+            layers, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"
         ),
-        "backprop": backprop(layers, sigmoid, slope, "mse", EXAMPLES, LABELS),
+        "backprop": backprop(layers, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"),
         "autograd": (
             [layer.weight.grad for layer in layers],
             [layer.bias.grad for layer in layers],
