@@ -47,8 +47,6 @@ def test_example_norms_equal_those_of_per_example_autograd_gradients(
     chosen = dict(hidden_sizes=[13, 6], activation=activation, loss=loss, backprop=backprop)
     chosen |= dict(outputs=outputs)
     model = MLP(**settings("model", **chosen)).double()
-    # Outside a Trainer, Lightning's manual_backward is torch's own backward.
-    model.manual_backward = lambda loss: loss.backward()
     generator = torch.Generator().manual_seed(5)
     images = torch.randn(9, 28, 28, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 10, (9,), generator=generator)

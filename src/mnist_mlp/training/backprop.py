@@ -1,12 +1,15 @@
 """The notes' backpropagation, written out: the gradient of the batch-mean cost, layer by layer.
 
-Two ways, proven equal to each other and to autograd (tests/test_backprop.py):
+Two ways, proven equal to each other and to autograd (tests/test_backprop.py), and autograd's own
+with the same signature:
 
 - `backprop_per_example`: the notes' algorithm as they state it, one example at a time, each
   example's desired change of every weight and bias collected, then averaged (model.backprop=
   per_example; a Python loop over the examples, so slow).
 - `backprop`: the same numbers for the whole batch at once, each example a row of a matrix
   (model.backprop=manual).
+- `by_autograd`: the same numbers derived by autograd from the forward pass (model.backprop=
+  autograd, the default).
 
 Notation (docs/backprop.md walks through it from the notes' own sentences): layers l = 1..L,
 a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = the logits.
@@ -27,6 +30,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist_mlp.training.costs import batch_cost
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 Slope = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,7 +61,7 @@ def output_error(
 ) -> torch.Tensor:
     """BP1: dC_x/dz^L for each example x (a row each), for the costs of training/costs.py."""
     a = torch.sigmoid(logits) if outputs == "sigmoid" else torch.softmax(logits, dim=1)
-    targets = F.one_hot(labels, logits.shape[1]).to(a.dtype)
+    targets = torch.zeros_like(a).scatter_(1, labels[:, None], 1.0)
     if loss == "cross_entropy":
         return a - targets
     if loss == "mse":
@@ -122,13 +127,14 @@ def _forward(
     """The batch through the network: each layer's input a^(l-1), each sigma'(z^l), the logits."""
     inputs, slopes = [], []
     a = images.flatten(1)
-    for layer in layers[:-1]:
+    *hidden, output = layers
+    for layer in hidden:
         inputs.append(a)
-        z = layer(a)  # a W^T + b: every example (row) at once
+        z = F.linear(a, layer.weight, layer.bias)  # a W^T + b: every example (row) at once
         a = sigma(z)
         slopes.append(sigma_prime(z, a))
     inputs.append(a)
-    return inputs, slopes, layers[-1](a)
+    return inputs, slopes, F.linear(a, output.weight, output.bias)
 
 
 def _errors(
@@ -136,8 +142,8 @@ def _errors(
 ) -> list[torch.Tensor]:
     """BP2 from the output error delta^L back: delta^l of every layer, one row per example."""
     deltas = [delta]
-    for index in range(len(layers) - 1, 0, -1):
-        delta = (delta @ layers[index].weight) * slopes[index - 1]  # W^T delta, for every row
+    for layer, slope in zip(list(layers)[:0:-1], reversed(slopes), strict=True):
+        delta = (delta @ layer.weight) * slope  # W^T delta, for every row
         deltas.insert(0, delta)
     return deltas
 
@@ -162,6 +168,36 @@ def backprop(
     bias_grads = [delta.sum(dim=0) for delta in deltas]  # BP3
     squared = squared_norms(deltas, inputs) * count**2 if example_norms else None
     return Gradients(weight_grads, bias_grads, logits, squared)
+
+
+def by_autograd(
+    layers: nn.ModuleList,
+    sigma: Activation,
+    sigma_prime: Slope,
+    loss: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    example_norms: bool = False,
+    outputs: str = "softmax",
+) -> Gradients:
+    """The same gradient, derived by autograd from the forward pass (sigma_prime is not needed);
+    with example_norms also each layer's delta, autograd's gradient of the cost at z^l."""
+    *hidden, output = layers
+    inputs, weighted, a = [], [], images.flatten(1)
+    with torch.enable_grad():
+        for layer in layers:
+            inputs.append(a)
+            weighted.append(F.linear(a, layer.weight, layer.bias))
+            a = weighted[-1] if layer is output else sigma(weighted[-1])
+        parameters = [p for layer in layers for p in (layer.weight, layer.bias)]
+        wanted = parameters + weighted if example_norms else parameters
+        found = torch.autograd.grad(batch_cost(loss, outputs)(a, labels), wanted)
+    squared = None
+    if example_norms:  # each delta here is delta_i / B: the cost is the batch mean
+        with torch.no_grad():
+            squared = squared_norms(list(found[len(parameters) :]), inputs) * len(labels) ** 2
+    return Gradients(list(found[0 : len(parameters) : 2]), list(found[1 : len(parameters) : 2]),
+                     a.detach(), squared)  # fmt: skip
 
 
 def squared_norms(deltas: list[torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:

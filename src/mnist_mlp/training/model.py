@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_mlp.config.schema import Activation, Backprop, Init, LrSchedule, linear_scaling_lr
 from mnist_mlp.errors import Diverged
 from mnist_mlp.measure.noise_scale import NoiseScale
-from mnist_mlp.training.backprop import DERIVATIVES, backprop, backprop_per_example, squared_norms
+from mnist_mlp.training.backprop import DERIVATIVES, backprop, backprop_per_example, by_autograd
 from mnist_mlp.training.costs import CLASSES, batch_cost, example_cost
 
 IMAGE_PIXELS = 28 * 28
@@ -31,7 +31,11 @@ ACTIVATIONS = {
     Activation.sigmoid: torch.sigmoid,
     Activation.tanh: torch.tanh,
 }
-BACKWARD_PASSES = {Backprop.manual: backprop, Backprop.per_example: backprop_per_example}
+BACKWARD_PASSES = {
+    Backprop.autograd: by_autograd,
+    Backprop.manual: backprop,  # written out: training/backprop.py
+    Backprop.per_example: backprop_per_example,
+}
 Batch = tuple[torch.Tensor, torch.Tensor]
 Interval = Sequence[Batch]  # sized and iterable: mnist_mlp.training.data.Interval
 
@@ -76,18 +80,13 @@ class MLP(LightningModule):
         count = sum(parameter.numel() for parameter in self.parameters())
         return f"{'-'.join(map(str, sizes))} {self.hparams.activation}, {count:,} parameters"
 
-    def forward(self, images: torch.Tensor, record: list | None = None) -> torch.Tensor:
-        """The logits; with `record`, each layer's (input, output) is appended to it, the output
-        keeping its gradient after backward (the examples' gradient norms are made of them)."""
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The logits."""
+        *hidden, output = self.layers
         activations = images.flatten(1)
-        for index, layer in enumerate(self.layers):
-            weighted = layer(activations)
-            if record is not None:
-                weighted.retain_grad()
-                record.append((activations, weighted))
-            last = index == len(self.layers) - 1
-            activations = weighted if last else self.activation(weighted)
-        return activations
+        for layer in hidden:
+            activations = self.activation(layer(activations))
+        return output(activations)
 
     def setup(self, stage: str) -> None:
         self.fitting = stage == "fit"
@@ -98,33 +97,23 @@ class MLP(LightningModule):
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Write the gradient of this mini-batch's cost into each parameter's .grad; return the
-        logits and, with example_norms, |each example's own gradient|^2."""
+        """Put the gradient of this mini-batch's cost in each parameter's .grad; return the logits
+        and, with example_norms, |each example's own gradient|^2."""
         hp = self.hparams
-        if hp.backprop != Backprop.autograd:  # written out: mnist_mlp/training/backprop.py
-            backward = BACKWARD_PASSES[hp.backprop]
-            gradients = backward(
-                self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images,
-                labels, example_norms, hp.outputs,
-            )  # fmt: skip
-            for layer, weight_grad, bias_grad in zip(
-                self.layers, gradients.weights, gradients.biases, strict=True
-            ):
-                layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
-            return gradients.logits, gradients.example_squared_norms
-        record = [] if example_norms else None
-        logits = self(images, record)
-        loss = self.cost(logits, labels)
-        if self.distributed:
-            self.manual_backward(loss)  # DDP readies its gradient averaging there
-        else:
-            loss.backward()
-        if record is None:
-            return logits, None
-        inputs, outputs = zip(*record, strict=True)
-        with torch.no_grad():  # each layer's output gradient is delta_i / B: the cost is a mean
-            deltas = [output.grad for output in outputs]
-            return logits, squared_norms(deltas, list(inputs)) * len(labels) ** 2
+        if self.distributed:  # DDP averages the gradient over the processes in this backward
+            self.zero_grad()
+            logits = self(images)
+            self.manual_backward(self.cost(logits, labels))
+            return logits.detach(), None
+        gradients = BACKWARD_PASSES[hp.backprop](
+            self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images, labels,
+            example_norms, hp.outputs,
+        )  # fmt: skip
+        for layer, weight_grad, bias_grad in zip(
+            self.layers, gradients.weights, gradients.biases, strict=True
+        ):
+            layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
+        return gradients.logits, gradients.example_squared_norms
 
     def training_step(self, interval: Interval, interval_index: int) -> None:
         """One SGD step per mini-batch of the interval: w <- w - lr * gradient of its cost."""
@@ -134,16 +123,14 @@ class MLP(LightningModule):
         measure_noise = self.hparams.noise_scale and not self.distributed
         steps: list[Batch] = []  # each step's logits and labels
         for number, (images, labels) in enumerate(interval, start=1):
-            lightning_sgd.zero_grad()
             logits, example_squared = self.gradient(images, labels, measure_noise)
             if measure_noise:  # at the interval's first step
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
                 measure_noise = False
-            last = number == len(interval)
-            (lightning_sgd if last else lightning_sgd.optimizer).step()
-            self.sgd_steps += 1
-            self.examples_seen += len(labels)
-            steps.append((logits.detach(), labels))
+            (lightning_sgd if number == len(interval) else lightning_sgd.optimizer).step()
+            steps.append((logits, labels))
+        self.sgd_steps += len(steps)
+        self.examples_seen += sum(len(labels) for _, labels in steps)
         self.check_and_log(steps)
 
     def check_and_log(self, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -157,7 +144,7 @@ class MLP(LightningModule):
             batch_size = len(steps[0][1])  # every mini-batch but an epoch's last is full
             bad = int((~finite).nonzero()[0]) // batch_size
             loss = self.example_cost(*steps[bad]).mean().item()
-            step = self.sgd_steps - len(steps) + bad
+            step = self.sgd_steps - len(steps) + bad  # counted from 0
             raise Diverged(
                 f"The loss became {loss} at step {step} (epoch {self.current_epoch}) with "
                 f"lr={self.hparams.lr}: training diverged; try a smaller lr, e.g. "

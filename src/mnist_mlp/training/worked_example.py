@@ -3,9 +3,9 @@
     python -m mnist_mlp.training.worked_example
 
 Two examples, sigmoid neurons throughout and Nielsen's quadratic cost C_x = 1/2 ||a - y||^2
-(loss=mse model.outputs=sigmoid, as experiment=notes). Small enough to check each number by hand; docs/backprop.md walks
-through the output. At the end the same gradient comes from backprop_per_example, from backprop
-(the batch as matrices) and from autograd.
+(loss=mse model.outputs=sigmoid, as experiment=notes). Small enough to check each number by hand;
+docs/backprop.md walks through the output. At the end the same gradient comes from
+backprop_per_example, from backprop (the batch as matrices) and from autograd.
 """
 
 from __future__ import annotations
