@@ -1,6 +1,6 @@
 """Epoch time of mnist-mlp beside a bare PyTorch loop and the textbook Lightning MNIST.
 
-    python benchmarks/speed.py --data-root data --dataset FashionMNIST [override ...]
+    python benchmarks/speed.py --data-root data [--dataset MNIST] [override ...]
 
 Overrides (Hydra syntax, e.g. model.hidden_sizes=[30] for the seed's 784-30-10 network) apply to
 every contender, so they always train the same model on the same batches.
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from common import ROOT, parser_with_data, project_config
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, random_split
@@ -39,8 +39,6 @@ from mnist_mlp.run.build import build
 from mnist_mlp.sweeps.rows import job_number
 from mnist_mlp.training.data import epoch_order
 from mnist_mlp.training.idx_files import DATASETS
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class EpochTimer(Callback):
@@ -59,17 +57,9 @@ class EpochTimer(Callback):
             self.start = None
 
 
-def project_config(args: argparse.Namespace, batch_size: int | None = None, *extra: str):
-    overrides = [
-        f"data.root={args.data_root}",
-        f"data.dataset={args.dataset}",
-        f"epochs={args.epochs}",
-    ]
-    if batch_size is not None:
-        overrides.append(f"batch_size={batch_size}")
-    overrides += [*args.overrides, *extra]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("train", overrides=overrides)
+def speed_config(args: argparse.Namespace, batch_size: int | None = None, *extra: str):
+    sized = [f"batch_size={batch_size}"] if batch_size is not None else []
+    return project_config(args, f"epochs={args.epochs}", *sized, *args.overrides, *extra)
 
 
 class Lockstep(Callback):
@@ -167,7 +157,7 @@ class Lockstep(Callback):
 
 def time_project(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
     """Wall seconds of each training epoch of the project's own fit, stalls and all."""
-    datamodule, model, trainer = build(project_config(args, batch_size), workdir)
+    datamodule, model, trainer = build(speed_config(args, batch_size), workdir)
     timer = EpochTimer()
     trainer.callbacks.append(timer)
     trainer.fit(model, datamodule=datamodule)
@@ -184,7 +174,7 @@ def time_lockstep(args: argparse.Namespace, batch_size: int, workdir: Path, *ext
     """The project's own fit (the default config's progress bar, logging, checkpoints, pictures)
     with a bare loop in lockstep: per timed epoch, the training stretches and the time after
     training (validation and the rest), project's and bare's."""
-    datamodule, model, trainer = build(project_config(args, batch_size, *extra), workdir)
+    datamodule, model, trainer = build(speed_config(args, batch_size, *extra), workdir)
     lockstep = Lockstep(copy.deepcopy(model), datamodule.seed)  # same initial weights
     trainer.callbacks.append(lockstep)
     trainer.fit(model, datamodule=datamodule)
@@ -220,7 +210,7 @@ class TextbookMLP(LightningModule):
 
 
 def time_textbook(args: argparse.Namespace, batch_size: int, workdir: Path) -> list[float]:
-    _, model, _ = build(project_config(args, batch_size), Path(tempfile.mkdtemp()))
+    _, model, _ = build(speed_config(args, batch_size), Path(tempfile.mkdtemp()))
     to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     full = DATASETS[args.dataset](str(args.data_root), train=True, transform=to_tensor)
     generator = torch.Generator().manual_seed(0)
@@ -274,9 +264,7 @@ def print_rows(args: argparse.Namespace, rows: list[dict], machine: str) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--dataset", choices=list(DATASETS), default="FashionMNIST")
+    parser = parser_with_data(__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--epochs", type=int, default=6, help="per fit; the first is warm-up")
     parser.add_argument("--repeats", type=int, default=2, help="fits per contender")
@@ -377,7 +365,7 @@ def main() -> None:
     )
     jobs = sorted((workdir / "sweep").glob("*/metrics.json"), key=lambda p: job_number(p.parent))
     job_seconds = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
-    default_batch = project_config(args).batch_size
+    default_batch = speed_config(args).batch_size
     epoch_s = statistics.median(time_project(args, default_batch, workdir / "default")[1:])
     per_job_overhead = statistics.median(job_seconds[1:]) - epoch_s
 

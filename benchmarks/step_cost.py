@@ -2,8 +2,9 @@
 
     python benchmarks/step_cost.py
 
-mnist_mlp.training.model keeps each SGD step's logits and labels in lists and reads them every
-model.check_finite_every steps (each example's cost, its predicted class) in a few operations.
+mnist_mlp.training.model keeps each SGD step's logits and labels in a list and reads them at the
+end of each interval of log_every steps (each example's cost, its predicted class) in a few
+operations.
 This times that, per step and including the read, beside the usual ways of recording the step's
 loss and correct count as it comes: torchmetrics' MeanMetric and MulticlassAccuracy updates, and
 the loss and the argmax taken per step and kept in lists; and the model's read beside the same

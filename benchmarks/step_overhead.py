@@ -1,45 +1,38 @@
 """Where the time around an SGD step goes, measured inside a real fit of the project.
 
-    python benchmarks/step_overhead.py --data-root /tmp/fmnist [override ...]
+    python benchmarks/step_overhead.py --data-root data [--dataset MNIST] [override ...]
 
 At the fit's first training step, with Lightning's loop, callbacks and logger in place, the same
 SGD steps on the same real mini-batches are timed several ways, in turns (median of the turns,
 the ways taken in reverse order every other turn):
 
 - bare: forward, loss, backward and torch's own `optimizer.step()`;
-- through Lightning's optimizer wrapper (`self.optimizers().step()`, which counts the step in
-  `trainer.global_step`) with Lightning's own full-precision plugin, which calls every
-  callback's and the module's `on_before_optimizer_step` around each step;
-- the same through the project's plugin (mnist_mlp.hooks.QuietPrecision), which skips the hooks
-  that nothing overrides;
+- the same through Lightning's optimizer wrapper (`self.optimizers().step()`), which calls every
+  callback's and the module's `on_before_optimizer_step`: what the project pays once an interval;
 - the project's `training_step` with the noise scale off (its loop, and what it keeps per step);
-- the project's `training_step` as configured (the noise scale every `model.noise_scale_every`);
+- the project's `training_step` as configured (the noise scale once an interval);
 - and the mini-batch gathers alone: by indexing, as the bare ways above do, and by index_select,
   as the project's mini-batches do.
 
 The fit then trains its one epoch, and the time Lightning spent outside `training_step` in it
 (its loop, data fetching, progress bar and the callbacks' batch hooks) is divided by the
-epoch's SGD steps.
-Prints microseconds per SGD step.
+epoch's SGD steps. Prints microseconds per SGD step.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from common import parser_with_data, project_config
 from lightning import Callback, LightningModule, Trainer
 
 from mnist_mlp.run.build import build
 from mnist_mlp.training.data import Interval
-from mnist_mlp.training.idx_files import DATASETS
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS, TURNS = 320, 9
 
 
@@ -64,14 +57,10 @@ class OutsideSteps(Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--dataset", choices=list(DATASETS), default="FashionMNIST")
+    parser = parser_with_data(__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. batch_size=256")
     args = parser.parse_args()
-    overrides = [f"data.root={args.data_root.resolve()}", f"data.dataset={args.dataset}"]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[*overrides, "epochs=1", *args.overrides])
+    cfg = project_config(args, "epochs=1", *args.overrides)
     datamodule, model, trainer = build(cfg, Path(tempfile.mkdtemp(prefix="mnist-mlp-overhead-")))
     outside = OutsideSteps()
     trainer.callbacks.append(outside)

@@ -18,7 +18,6 @@ every run to --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, data_overrides, parser_with_data
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -58,9 +57,7 @@ def named(items: list[str]) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--dataset", default="MNIST")
+    parser = parser_with_data(__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every run")
     parser.add_argument("--config", action="append", default=[], help='"name: key=value ..."')
@@ -68,7 +65,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="the config or command the others are divided by")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "time_to_accuracy.json")
     args = parser.parse_args()
-    data = [f"data.dataset={args.dataset}", f"data.root={args.data_root.resolve()}"]
+    data = data_overrides(args)
     configs = {name: rest.split() for name, rest in named(args.config).items()}
     commands = {name: shlex.split(rest) for name, rest in named(args.command).items()}
     env = os.environ | ({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})

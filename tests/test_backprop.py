@@ -11,7 +11,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.training import worked_example
 from mnist_mlp.training.backprop import (
     DERIVATIVES,
@@ -132,9 +132,9 @@ def test_sgd_steps_are_the_same_in_both_modes(cost: str) -> None:
 def test_the_three_modes_train_to_the_same_accuracy(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    autograd = train(make_cfg("model.backprop=autograd"), tmp_path / "autograd")
+    autograd = fit_and_test(make_cfg("model.backprop=autograd"), tmp_path / "autograd")
     for mode in ("manual", "per_example"):
-        written_out = train(make_cfg(f"model.backprop={mode}"), tmp_path / mode)
+        written_out = fit_and_test(make_cfg(f"model.backprop={mode}"), tmp_path / mode)
         assert written_out["model.backprop"] == mode
         assert written_out["test/acc"] > 0.5
         assert abs(written_out["test/acc"] - autograd["test/acc"]) <= 0.003

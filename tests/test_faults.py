@@ -22,7 +22,7 @@ import mnist_mlp.run.fit as wiring
 from mnist_mlp.config.checks import check_config
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run import folder_lock
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.run.record import SCORES
 from mnist_mlp.run.task import resumed_run_dir
 from tests.conftest import ROOT, TINY, run_cli, run_main
@@ -128,7 +128,7 @@ def test_divergence_stops_the_run_at_the_step_and_records_it(
     # The suggested lr is one the batch-size study found stable at batch 32, not 1e5.
     stable = r"smaller lr, e\.g\. lr=0\.1\.$"
     with pytest.raises(Diverged, match=r"at step \d+ \(epoch 0\).*" + stable):
-        train(make_cfg("lr=1e6", "epochs=3"), tmp_path)
+        fit_and_test(make_cfg("lr=1e6", "epochs=3"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["epochs_run"] == 0
     assert metrics["val/acc"] is None
@@ -162,7 +162,7 @@ def test_divergence_names_the_first_step_whose_loss_is_not_finite(
 
     monkeypatch.setattr(wiring, "build", build_with_poison)
     with pytest.raises(Diverged, match=rf"The loss became nan at {re.escape(reported)} "):
-        train(make_cfg("log_every=5"), tmp_path)
+        fit_and_test(make_cfg("log_every=5"), tmp_path)
 
 
 class SendSignal(Callback):
@@ -197,7 +197,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(
 ) -> None:
     # One mini-batch per Lightning step, so the signal lands in the middle of an epoch.
     settings = ["epochs=3", "log_every=1"]
-    unbroken = train(make_cfg(*settings), tmp_path / "unbroken")
+    unbroken = fit_and_test(make_cfg(*settings), tmp_path / "unbroken")
 
     build = wiring.build
 
@@ -212,11 +212,11 @@ def test_interrupted_run_resumes_to_the_same_metrics(
     with pytest.raises(
         Interrupted, match="epoch 1: .*last.ckpt holds the last finished epoch"
     ) as caught:
-        train(make_cfg(*settings), run_dir)
+        fit_and_test(make_cfg(*settings), run_dir)
     assert caught.value.exit_code == 128 + signal_number
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     last = run_dir / "checkpoints" / "last.ckpt"
-    resumed = train(make_cfg(*settings, f"ckpt_path={last}"), run_dir)
+    resumed = fit_and_test(make_cfg(*settings, f"ckpt_path={last}"), run_dir)
     assert {name: resumed[name] for name in SCORES} == {name: unbroken[name] for name in SCORES}
     assert resumed["status"] == "ok" and resumed["epochs_run"] == 3
 
@@ -323,7 +323,7 @@ def test_a_resume_may_change_how_it_runs(
 def test_extending_a_cosine_run_is_refused_with_how_to_extend(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("epochs=1"), tmp_path)
+    fit_and_test(make_cfg("epochs=1"), tmp_path)
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(make_cfg("epochs=1"), tmp_path / ".hydra" / "config.yaml")
     cfg = make_cfg("epochs=2", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}")
@@ -335,13 +335,13 @@ def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     constant = ["model.lr_schedule=constant", "log_every=1"]
-    straight = train(make_cfg("epochs=3", *constant), tmp_path / "straight")
+    straight = fit_and_test(make_cfg("epochs=3", *constant), tmp_path / "straight")
     short = tmp_path / "short"
-    train(make_cfg("epochs=2", *constant), short)
+    fit_and_test(make_cfg("epochs=2", *constant), short)
     (short / ".hydra").mkdir()
     OmegaConf.save(make_cfg("epochs=2", *constant), short / ".hydra" / "config.yaml")
     cfg = make_cfg("epochs=3", *constant, f"ckpt_path={short / 'checkpoints' / 'last.ckpt'}")
-    extended = train(cfg, resumed_run_dir(cfg))
+    extended = fit_and_test(cfg, resumed_run_dir(cfg))
     assert extended["epochs_run"] == 3
     assert {k: extended[k] for k in SCORES} == {k: straight[k] for k in SCORES}
     # TensorBoard's HParams tab shows the extended run's settings, once, and how it ended.
@@ -403,7 +403,7 @@ def test_ctrl_c_while_scoring_the_best_checkpoint_keeps_the_run(
 
     monkeypatch.setattr(wiring, "build", build_with_interrupt)
     with pytest.raises(Interrupted, match="while scoring the best checkpoint") as caught:
-        train(make_cfg(), tmp_path)
+        fit_and_test(make_cfg(), tmp_path)
     assert caught.value.exit_code == 130
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["epochs_run"] == 2
@@ -448,7 +448,7 @@ def test_resuming_from_a_damaged_checkpoint_names_it_and_adds_nothing(
     damaged.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes()[:3000])
     before = sorted(p.name for p in damaged.parent.parent.rglob("*"))
     with pytest.raises(UsageError, match=f"ckpt_path={damaged} is not a readable mnist-mlp"):
-        train(make_cfg("epochs=1", f"ckpt_path={damaged}"), damaged.parent.parent)
+        fit_and_test(make_cfg("epochs=1", f"ckpt_path={damaged}"), damaged.parent.parent)
     assert sorted(p.name for p in damaged.parent.parent.rglob("*")) == before
 
 

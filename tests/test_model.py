@@ -87,8 +87,8 @@ def test_sgd_settings_reach_the_optimizer() -> None:
     )
 
 
-def test_readme_lists_every_setting_with_the_schemas_default() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_page_lists_every_setting_with_the_schemas_default() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     rows = dict(re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", readme, re.MULTILINE))
     schema = OmegaConf.structured(TrainConfig)
     for key in SETTINGS:

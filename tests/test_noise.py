@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.func import functional_call, grad, vmap
 
 from mnist_mlp.measure.noise_scale import NAMES, NoiseScale, unbiased
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.training.backprop import DERIVATIVES
 from mnist_mlp.training.model import MLP
 from tests.conftest import settings
@@ -104,7 +104,7 @@ def test_every_run_logs_the_noise_scale_beside_train_loss(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     every_5 = ("log_every=5",)
-    metrics = train(make_cfg(*every_5), tmp_path / "on")
+    metrics = fit_and_test(make_cfg(*every_5), tmp_path / "on")
     events = EventAccumulator(str(tmp_path / "on")).Reload()
     loss_steps = [event.step for event in events.Scalars("train/loss")]
     assert loss_steps == [5, 10, 15, 16, 21, 26, 31, 32]  # 16 steps per epoch, 2 epochs
@@ -117,7 +117,7 @@ def test_every_run_logs_the_noise_scale_beside_train_loss(
     assert [step for step, _ in saved["noise_trace"]] == loss_steps
     assert saved["noise_b_simple"] > 1
 
-    off = train(make_cfg(*every_5, "model.noise_scale=false"), tmp_path / "off")
+    off = fit_and_test(make_cfg(*every_5, "model.noise_scale=false"), tmp_path / "off")
     assert "noise_by_epoch" not in off
     assert {name: off[name] for name in ("val/acc", "test/acc")} == {
         name: metrics[name] for name in ("val/acc", "test/acc")

@@ -16,7 +16,7 @@ from mnist_mlp.inspection.pictures import (
     log_histogram,
     misclassified_grid,
 )
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 
 
 def tags(run_dir: Path) -> dict[str, list[str]]:
@@ -27,7 +27,7 @@ def tags(run_dir: Path) -> dict[str, list[str]]:
 def test_a_run_logs_pictures_and_histograms(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("epochs=1"), tmp_path)
+    fit_and_test(make_cfg("epochs=1"), tmp_path)
     logged = tags(tmp_path)
     assert {"test/misclassified", "test/confusion_matrix", "model/first_layer_weights"} <= set(
         logged["images"]
@@ -54,7 +54,7 @@ def test_pictures_name_the_classes_of_fashion_mnist() -> None:
 def test_histograms_can_be_switched_off(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("epochs=1", "pictures.histograms=false"), tmp_path)
+    fit_and_test(make_cfg("epochs=1", "pictures.histograms=false"), tmp_path)
     logged = tags(tmp_path)
     assert logged["histograms"] == [] and "test/confusion_matrix" in logged["images"]
 

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import DictConfig
 
 from mnist_mlp.config.schema import linear_scaling_lr
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.sweeps.batch_size_report import fit_steps, write_report
 from tests.conftest import ROOT, compose_train, run_main
 
@@ -22,7 +22,7 @@ def test_a_run_records_the_first_step_that_reaches_the_target_and_stops(
 ) -> None:
     # 500 training images in batches of 20: checks every 3 steps (60 examples), 25 steps an epoch
     cfg = make_cfg("study.target=0.5", "log_every=3", "batch_size=20", "epochs=5", "lr=0.05")
-    metrics = train(cfg, tmp_path)
+    metrics = fit_and_test(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["target_reached"]
     steps, examples = metrics["target_steps"], metrics["target_examples"]
     assert steps % 3 == 0 and examples == steps * 20  # within the first epoch: every step full
@@ -34,7 +34,7 @@ def test_a_run_records_the_first_step_that_reaches_the_target_and_stops(
 def test_a_job_that_cannot_reach_the_target_says_so_without_failing(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    metrics = train(make_cfg("study.target=1.0", "epochs=1", "lr=1e-5"), tmp_path)
+    metrics = fit_and_test(make_cfg("study.target=1.0", "epochs=1", "lr=1e-5"), tmp_path)
     assert metrics["status"] == "ok" and metrics["target_reached"] is False
     assert metrics["target_steps"] is None and metrics["epochs_run"] == 1
 
@@ -42,7 +42,7 @@ def test_a_job_that_cannot_reach_the_target_says_so_without_failing(
 def test_without_a_target_nothing_is_recorded(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    metrics = train(make_cfg("epochs=1"), tmp_path)
+    metrics = fit_and_test(make_cfg("epochs=1"), tmp_path)
     assert "target_reached" not in metrics and "study.target" not in metrics
 
 

@@ -19,7 +19,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from mnist_mlp.errors import Diverged, UsageError
 from mnist_mlp.inspection.predict import best_checkpoint
 from mnist_mlp.run.build import build
-from mnist_mlp.run.fit import fit_and_test as train
+from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.run.record import SCORES
 from mnist_mlp.training.progress_bar import SGDStepsProgressBar
 from tests.conftest import ROOT, TINY, run_cli, run_main
@@ -72,15 +72,15 @@ def test_missing_data_stops_with_one_sentence(
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_both_losses_learn(make_cfg: Callable[..., DictConfig], tmp_path: Path, loss: str) -> None:
     lr = {"cross_entropy": 0.1, "mse": 0.5}[loss]
-    metrics = train(make_cfg(f"loss={loss}", f"lr={lr}"), tmp_path)
+    metrics = fit_and_test(make_cfg(f"loss={loss}", f"lr={lr}"), tmp_path)
     assert metrics["loss"] == loss
     assert metrics["val/acc"] > 0.5 and metrics["test/acc"] > 0.5
 
 
 def test_same_seed_same_metrics(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    first = train(make_cfg("seed=7"), tmp_path / "a")
-    again = train(make_cfg("seed=7"), tmp_path / "b")
-    other = train(make_cfg("seed=8"), tmp_path / "c")
+    first = fit_and_test(make_cfg("seed=7"), tmp_path / "a")
+    again = fit_and_test(make_cfg("seed=7"), tmp_path / "b")
+    other = fit_and_test(make_cfg("seed=8"), tmp_path / "c")
     scores = [{name: run[name] for name in SCORES} for run in (first, again, other)]
     assert scores[0] == scores[1]
     assert scores[0]["val/loss"] != scores[2]["val/loss"]
@@ -94,7 +94,7 @@ def hparams_data(run_dir: Path, tag: str) -> plugin_data_pb2.HParamsPluginData:
 def test_hparams_tab_gets_the_settings_the_scores_and_the_status(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("lr=0.2"), tmp_path)
+    fit_and_test(make_cfg("lr=0.2"), tmp_path)
     # No experiment summary of its own: TensorBoard then compares the runs' settings itself and
     # shows first the keys that vary (with one per run it would take an arbitrary run's).
     assert "_hparams_/experiment" not in events(tmp_path).Tags()["tensors"]
@@ -115,7 +115,7 @@ def test_a_diverged_run_shows_as_failed_in_the_hparams_tab(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     with pytest.raises(Diverged):
-        train(make_cfg("lr=1e6"), tmp_path)
+        fit_and_test(make_cfg("lr=1e6"), tmp_path)
     end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
     assert end.status == api_pb2.STATUS_FAILURE
 
@@ -125,7 +125,7 @@ def test_last_checkpoint_holds_the_last_epoch(
 ) -> None:
     # On the tiny data val/acc is at its best from the first epoch on, so no later epoch saves a
     # best checkpoint; last.ckpt must follow every epoch all the same (it is what a resume uses).
-    train(make_cfg("epochs=3"), tmp_path)
+    fit_and_test(make_cfg("epochs=3"), tmp_path)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["sgd_steps"], last["global_step"]) == (2, 3 * 16, 3)
     # ...while a run dir given to predict/evaluate still means its best checkpoint.
@@ -135,8 +135,8 @@ def test_last_checkpoint_holds_the_last_epoch(
 def test_log_every_does_not_change_the_result(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    one = train(make_cfg("log_every=1"), tmp_path / "one")
-    five = train(make_cfg("log_every=5"), tmp_path / "five")
+    one = fit_and_test(make_cfg("log_every=1"), tmp_path / "one")
+    five = fit_and_test(make_cfg("log_every=5"), tmp_path / "five")
     assert {name: one[name] for name in SCORES} == {name: five[name] for name in SCORES}
     # Lightning's step count, the x of the scalars, is the number of SGD steps taken: two epochs
     # of 500 training images in batches of 32, train/loss at the end of each interval.
@@ -297,7 +297,7 @@ def test_the_progress_bar_counts_sgd_steps(
 def test_the_lr_and_a_train_val_chart_are_in_tensorboard(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("epochs=3", "lr=0.3"), tmp_path)  # cosine: 0.3, 0.225, 0.075
+    fit_and_test(make_cfg("epochs=3", "lr=0.3"), tmp_path)  # cosine: 0.3, 0.225, 0.075
     logged = events(tmp_path)
     lrs = [(event.step, round(event.value, 4)) for event in logged.Scalars("train/lr")]
     assert lrs == [(0, 0.3), (16, 0.225), (32, 0.075)]
@@ -307,7 +307,7 @@ def test_the_lr_and_a_train_val_chart_are_in_tensorboard(
 def test_debug_overfit_learns_one_mini_batch_by_heart(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("debug=overfit", "epochs=40"), tmp_path)
+    fit_and_test(make_cfg("debug=overfit", "epochs=40"), tmp_path)
     accuracy = [event.value for event in events(tmp_path).Scalars("train/acc")]
     assert len(accuracy) == 40 and accuracy[0] < 0.5 and accuracy[-1] == 1.0
 
@@ -318,7 +318,7 @@ def test_other_loggers_run_without_the_tensorboard_only_parts(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    csv = train(make_cfg("logger=csv"), tmp_path / "csv")
+    csv = fit_and_test(make_cfg("logger=csv"), tmp_path / "csv")
     assert csv["status"] == "ok"
     logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "test/acc"} <= set(logged)
@@ -347,7 +347,7 @@ def test_experiment_notes_is_the_notes_network_and_training(
     assert (model.init, model.lr_schedule) == ("normal", "constant")
     assert (data.val_size, data.val_split, data.inputs) == (10000, "last", "unit")
     # And it trains, on the tiny data (whose batch_size=32 and epochs=2 win, as on a command line).
-    metrics = train(make_cfg("experiment=notes", "data.val_size=100"), tmp_path)
+    metrics = fit_and_test(make_cfg("experiment=notes", "data.val_size=100"), tmp_path)
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
 
 
@@ -359,7 +359,7 @@ def test_experiment_best_is_what_was_measured_and_it_trains(
     assert (cfg.batch_size, cfg.lr, cfg.epochs) == (128, 0.05, 30)
     model = cfg.model
     assert (model.momentum, model.nesterov, model.weight_decay) == (0.9, True, 5e-4)
-    metrics = train(make_cfg("experiment=best"), tmp_path)
+    metrics = fit_and_test(make_cfg("experiment=best"), tmp_path)
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
 
 
@@ -368,7 +368,7 @@ def test_the_optional_loggers_log_offline_into_the_run_dir(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, logger: str
 ) -> None:
     pytest.importorskip(logger, reason=f"logger={logger} needs the [loggers] extra")
-    metrics = train(make_cfg(f"logger={logger}", "epochs=1"), tmp_path)
+    metrics = fit_and_test(make_cfg(f"logger={logger}", "epochs=1"), tmp_path)
     assert metrics["status"] == "ok"
     assert (tmp_path / metrics["best_checkpoint"]).parent == tmp_path / "checkpoints"
     if logger == "wandb":  # kept for `wandb sync`

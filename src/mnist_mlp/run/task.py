@@ -88,9 +88,9 @@ def run(cfg: DictConfig) -> float:
             run_dir = resumed
             log.info(f"Resuming {run_dir} from {cfg.ckpt_path}")
         quiet_lightning()
-        from mnist_mlp.run.fit import fit_and_test as train
+        from mnist_mlp.run.fit import fit_and_test
 
-        return train(cfg, run_dir)["val/acc"]
+        return fit_and_test(cfg, run_dir)["val/acc"]
     except (UsageError, Diverged) as error:
         sys.stderr.write("\n")  # off the progress bar's line
         log.error(str(error))

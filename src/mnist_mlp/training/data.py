@@ -151,7 +151,7 @@ class MNISTDataModule(LightningDataModule):
     """The official 60k training images split seeded into train/val, and the official 10k test."""
 
     def __init__(self, **settings: Any) -> None:
-        """settings: the fields of mnist_mlp.config.DataConfig, by name."""
+        """settings: the fields of mnist_mlp.config.schema.DataConfig, by name."""
         super().__init__()
         self.save_hyperparameters(settings)  # restored by load_from_checkpoint (predict)
         hp = self.hparams

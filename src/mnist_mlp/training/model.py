@@ -43,7 +43,7 @@ Interval = Sequence[Batch]  # sized and iterable: mnist_mlp.training.data.Interv
 class MLP(LightningModule):
     """x -> activation(W1 x + b1) -> ... -> W_L a + b_L = logits for the ten classes.
 
-    Its settings are the fields of mnist_mlp.config.ModelConfig, by name.
+    Its settings are the fields of mnist_mlp.config.schema.ModelConfig, by name.
     """
 
     def __init__(self, **settings: Any) -> None:
