@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from mnist_mlp.config.schema import linear_scaling_lr
 from mnist_mlp.run.fit import fit_and_test
-from mnist_mlp.sweeps.batch_size_report import fit_steps, write_report
+from mnist_mlp.sweeps.batch_size_fit import fit_steps
+from mnist_mlp.sweeps.batch_size_report import write_report
 from tests.conftest import ROOT, compose_train, run_main
 
 
@@ -110,6 +111,27 @@ def test_the_report_fits_the_steps_model_and_gives_the_answer(tmp_path: Path) ->
     assert "| 65536 (full batch) |" in page
     assert "0.2: not reached" in page and "0.4: diverged" in page
     assert (tmp_path / "batch_size.png").stat().st_size > 10_000
+
+
+def test_a_target_reached_at_the_first_check_is_too_easy_and_nothing_is_fitted(
+    tmp_path: Path,
+) -> None:
+    """At batch 8 the first check comes after 2048 / 8 = 256 steps: reaching it there measures
+    the check interval, not what the batch size needs."""
+    for number, (size, steps) in enumerate([(8, 256), (64, 32), (512, 40)]):
+        fake_job(
+            tmp_path, number, batch_size=size, lr=0.1, target_steps=steps,
+            target_examples=steps * size, target_seconds=1.0,
+        )  # fmt: skip
+    answer = write_report(tmp_path)
+    assert "too easy for these data: batch sizes 8, 64 reached it at their first check" in answer
+    assert "study.target=0.925" in answer and "B_crit" not in answer
+
+
+def test_each_data_set_brings_its_own_study_target() -> None:
+    assert compose_train("experiment=batch_size").study.target == 0.97
+    assert compose_train("experiment=batch_size", "data=fashion_mnist").study.target == 0.85
+    assert compose_train().study.target is None  # outside the study: no target
 
 
 def test_the_fit_is_refused_with_too_few_points() -> None:

@@ -70,6 +70,12 @@ def check_config(cfg: DictConfig) -> None:
     ):
         _positive(key, OmegaConf.select(cfg, key))
     _require("lr", cfg.lr, math.isfinite(cfg.lr) and cfg.lr > 0, "use a number > 0")
+    _require(
+        "data.study_target",
+        cfg.data.study_target,
+        0 < cfg.data.study_target < 1,
+        "use 0 < study_target < 1",
+    )
     target = cfg.study.target
     _require("study.target", target, target is None or 0 < target <= 1, "use 0 < target <= 1")
     _require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "use 0 <= seed < 2**32")

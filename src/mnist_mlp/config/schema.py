@@ -93,6 +93,9 @@ class DataConfig:
     download: bool = field(default=True, metadata=HOW)  # only when the IDX files are missing
     # Validation and test batches: larger is faster and gives the same scores.
     eval_batch_size: int = field(default=1000, metadata=HOW)
+    # The batch-size study's target for these data (experiment=batch_size): a val/acc that every
+    # batch size of the study reaches within its budget and none at its first check.
+    study_target: float = field(default=0.97, metadata=HOW)
     batch_size: int = II("batch_size")
     log_every: int = II("log_every")
     seed: int = II("seed")

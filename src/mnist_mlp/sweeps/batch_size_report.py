@@ -12,58 +12,19 @@ is close to the measured noise scale B_simple; the page reports both.
 
 from __future__ import annotations
 
-import json
-import statistics
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp.sweeps.batch_size_fit import (
+    at_first_check,
+    best_per_batch_size,
+    fit_steps,
+    measured_noise_scale,
+    study_jobs,
+)
 from mnist_mlp.sweeps.plotting import pyplot
-
-
-def study_jobs(sweep_dir: Path) -> list[dict]:
-    """The metrics.json of every job of the sweep that measured steps to a target."""
-    jobs = []
-    for path in sorted(sweep_dir.glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if "target_reached" in metrics:
-            jobs.append(metrics | {"job": path.parent.name.split("_", 1)[0]})
-    return jobs
-
-
-def best_per_batch_size(jobs: list[dict]) -> dict[int, dict]:
-    """For each batch size, the job that reached the target in the fewest steps (then seconds)."""
-    best: dict[int, dict] = {}
-    for job in jobs:
-        if job["status"] != "ok" or not job["target_reached"]:
-            continue
-        size = job["batch_size"]
-        key = (job["target_steps"], job["target_seconds"])
-        if size not in best or key < (best[size]["target_steps"], best[size]["target_seconds"]):
-            best[size] = job
-    return dict(sorted(best.items()))
-
-
-def fit_steps(best: dict[int, dict]) -> tuple[float, float] | None:
-    """(S_min, B_crit) of S = S_min (1 + B_crit / B), fitted by least squares on relative errors
-    (the steps span orders of magnitude); None with fewer than two points or an unphysical fit."""
-    if len(best) < 2:
-        return None
-    sizes = np.array(list(best), dtype=float)
-    steps = np.array([job["target_steps"] for job in best.values()], dtype=float)
-    # S = S_min + E_min / B is linear in (S_min, E_min); divide each row by S for relative errors.
-    rows = np.stack([np.ones_like(sizes), 1 / sizes], axis=1) / steps[:, None]
-    (s_min, e_min), *_ = np.linalg.lstsq(rows, np.ones_like(steps), rcond=None)
-    if s_min <= 0 or e_min <= 0:
-        return None
-    return float(s_min), float(e_min / s_min)
-
-
-def measured_noise_scale(best: dict[int, dict]) -> float | None:
-    """The mean over the best jobs of each one's B_simple over its run to the target."""
-    values = [job["noise_b_simple"] for job in best.values() if job.get("noise_b_simple")]
-    return statistics.mean(values) if values else None
 
 
 def _cell(value: object) -> str:
@@ -109,10 +70,23 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
             f"| {outcomes} |"
         )
     lines += ["", "## The answer", ""]
-    if fit is None:
+    too_easy = at_first_check(best)
+    if too_easy:
+        higher = round(target + (1 - target) / 2, 3)
         answer = (
-            "Too few batch sizes reached the target to fit S = S_min (1 + B_crit / B): "
-            "lower study.target or raise epochs."
+            f"The target is too easy for these data: batch sizes {', '.join(map(str, too_easy))} "
+            "reached it at their first check, so their steps measure the check interval, not "
+            f"the batch size, and nothing is fitted. Rerun with a higher target, e.g. "
+            f"study.target={higher}."
+        )
+    elif fit is None:
+        reached = (
+            f"only {len(best)} batch size(s) reached the target"
+            if len(best) < 2
+            else ("the steps do not fall with the batch size as the model needs")
+        )
+        answer = (
+            f"No fit of S = S_min (1 + B_crit / B): {reached}; lower study.target or raise epochs."
         )
     else:
         s_min, b_crit = fit
@@ -127,7 +101,7 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
                 f" The gradient noise scale measured along the way averages **B_simple = "
                 f"{noise:.3g}** (B_crit / B_simple = {b_crit / noise:.2f})."
             )
-    if best:
+    if best and not too_easy:
         fastest = min(best.values(), key=lambda job: job["target_seconds"])
         answer += (
             f" On this machine the target was reached fastest in wall time with "
@@ -236,7 +210,8 @@ def write_report(sweep_dir: Path) -> str | None:
     if not jobs:
         return None
     best = best_per_batch_size(jobs)
-    fit, noise = fit_steps(best), measured_noise_scale(best)
+    fit = None if at_first_check(best) else fit_steps(best)
+    noise = measured_noise_scale(best)
     answer = write_page(sweep_dir, jobs, best, fit, noise)
     write_picture(sweep_dir, jobs, best, fit, noise, answer)
     return answer
