@@ -62,6 +62,8 @@ def at_first_check(best: dict[int, dict]) -> list[int]:
 
 
 def measured_noise_scale(best: dict[int, dict]) -> float | None:
-    """The mean over the best jobs of each one's B_simple over its run to the target."""
+    """The median over the best jobs of each one's B_simple over its run to the target. Not the
+    mean: at the smallest batches a run's few measurements estimate |G|^2 so noisily that its
+    ratio can be off by orders of magnitude (or not measurable), and one such run would set it."""
     values = [job["noise_b_simple"] for job in best.values() if job.get("noise_b_simple")]
-    return statistics.mean(values) if values else None
+    return statistics.median(values) if values else None

@@ -98,8 +98,8 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
         )
         if noise:
             answer += (
-                f" The gradient noise scale measured along the way averages **B_simple = "
-                f"{noise:.3g}** (B_crit / B_simple = {b_crit / noise:.2f})."
+                " The gradient noise scale measured along the way (the median over the batch "
+                f"sizes) is **B_simple = {noise:.3g}** (B_crit / B_simple = {b_crit / noise:.2f})."
             )
     if best and not too_easy:
         fastest = min(best.values(), key=lambda job: job["target_seconds"])
@@ -180,7 +180,7 @@ def write_picture(
     if fit is not None:
         noise_axis.axhline(fit[1], color="k", ls="--", label=f"fitted B_crit {fit[1]:.3g}")
     if noise:
-        noise_axis.axhline(noise, color="tab:red", ls=":", label=f"mean B_simple {noise:.3g}")
+        noise_axis.axhline(noise, color="tab:red", ls=":", label=f"median B_simple {noise:.3g}")
     noise_axis.set(
         xscale="log",
         yscale="log",
