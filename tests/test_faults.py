@@ -39,7 +39,7 @@ from tests.conftest import ROOT, TINY, run_cli, run_main
         ("model.nesterov=true", "model.nesterov"),
         ("seed=-1", "seed=-1"),
         ("data.val_size=0", "data.val_size=0"),
-        ("+trainer.log_every_n_steps=10", "trainer.log_every_n_steps=10"),
+        ("trainer.log_every_n_steps=10", "trainer.log_every_n_steps=10"),
         ("+trainer.accumulate_grad_batches=4", "trainer.accumulate_grad_batches=4"),
     ],
 )

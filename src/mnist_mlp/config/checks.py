@@ -100,7 +100,7 @@ def check_config(cfg: DictConfig) -> None:
         _require("model.nesterov", True, model.momentum > 0, "it needs model.momentum > 0")
     trainer = cfg.trainer
     for key, why in REFUSED_TRAINER_KEYS.items():
-        if key in trainer:
+        if trainer.get(key, 1) != 1:
             _require(f"trainer.{key}", trainer[key], False, f"remove it: {why}")
     if model.backprop != Backprop.autograd:
         strategy = str(trainer.get("strategy", "auto"))

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from mnist_mlp.config.checks import require_given
 from mnist_mlp.config.schema import CONF_DIR
+from mnist_mlp.console import quiet_lightning
 from mnist_mlp.errors import UsageError
 from mnist_mlp.training.checkpoints import loaded
 from mnist_mlp.training.data import MNISTDataModule
@@ -106,6 +107,7 @@ BLANK_CONTRAST = 0.1
 
 def quiet_trainer() -> Trainer:
     """A Trainer for one pass over given data: no logs, checkpoints, progress bar or summary."""
+    quiet_lightning(device_lines=False)
     return Trainer(
         logger=False,
         enable_checkpointing=False,

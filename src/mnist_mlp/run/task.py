@@ -6,12 +6,10 @@ setting is refused at once.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp.config.checks import check_config, resume_differences
 from mnist_mlp.config.schema import LrSchedule
+from mnist_mlp.console import quiet_lightning
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run.folder_lock import claim, release
 
@@ -55,18 +54,6 @@ def resumed_run_dir(cfg: DictConfig) -> Path:
             f"epochs={cfg.epochs} (only model.lr_schedule=constant runs can be extended)."
         )
     return run_dir
-
-
-@functools.cache  # once per process, however many jobs it runs
-def quiet_lightning() -> None:
-    """Leave out of the output what does not help a user: Lightning's advertisements, a
-    deprecation warning that Lightning's own code triggers in torch, and its advice to use srun."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not record.getMessage().startswith("💡 Tip")
-    )
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # On a Slurm login node: runs here are meant to run here (hydra/launcher=slurm submits jobs).
-    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
 
 
 def run(cfg: DictConfig) -> float:

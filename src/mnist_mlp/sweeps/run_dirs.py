@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mnist_mlp.config.checks import check_config
 from mnist_mlp.config.command_line import last_checkpoint
 from mnist_mlp.errors import UsageError
 from mnist_mlp.run.folder_lock import claim, release
+from mnist_mlp.sweeps.rows import job_rows
 from mnist_mlp.sweeps.summary import UNFINISHED, summarise_sweep, unfinished
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,29 @@ def _refuse_local_ddp(config: DictConfig) -> None:
         )
 
 
+def _refuse_bad_settings(config: DictConfig) -> None:
+    """Before the run's folder exists: a refused setting leaves nothing behind."""
+    try:
+        check_config(config)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
+
+
+def _refuse_all_failed(sweep_dir: Path) -> None:
+    """A sweep none of whose jobs ended ok is a failed command."""
+    _, rows = job_rows(sweep_dir)
+    if rows and not any(row["status"] == "ok" for row in rows):
+        counts = Counter(row["status"] for row in rows)
+        raise SystemExit(
+            f"No job of the sweep ended ok ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+            f"{sweep_dir}/summary.md and each job's train.log say why."
+        )
+
+
 class RunDirs(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.ckpt_path is None:  # a resumed run continues in its own run dir (run.py)
+        _refuse_bad_settings(config)
+        if config.ckpt_path is None:  # a resumed run continues in its own run dir (run/task.py)
             _claim_unfinished(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -81,3 +104,4 @@ class RunDirs(Callback):
         left = unfinished(sweep_dir)
         if left:  # cancelled or interrupted jobs: the sweep is not done
             raise SystemExit(left)
+        _refuse_all_failed(sweep_dir)
