@@ -110,6 +110,25 @@ def test_predict_reads_pngs_of_any_size_and_polarity(
     assert "notes.txt: not an image" in err
 
 
+def test_a_digit_drawn_in_the_alpha_channel_is_read_like_ink_on_paper(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images, _ = shapes(6, seed=7)
+    for index, image in enumerate(images):
+        alpha = Image.fromarray(image.astype(np.uint8)).resize((84, 84), Image.BILINEAR)
+        drawn = Image.new("RGBA", alpha.size, (0, 0, 0, 0))  # transparent black, then the ink
+        drawn.putalpha(alpha)
+        drawn.save(tmp_path / f"alpha{index}.png")
+        paper = Image.fromarray(255 - np.asarray(alpha))  # the same ink, black on white
+        paper.save(tmp_path / f"paper{index}.png")
+    run_app(predict.main, f"ckpt={run_dir}", f"images={tmp_path}")
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    for index in range(6):
+        assert (
+            lines[str(tmp_path / f"alpha{index}.png")] == lines[str(tmp_path / f"paper{index}.png")]
+        )
+
+
 def test_predict_says_what_it_needs(capsys: pytest.CaptureFixture) -> None:
     usage = "Give images=...; usage: python -m mnist_mlp.inspection.predict"
     with pytest.raises(SystemExit, match=usage):

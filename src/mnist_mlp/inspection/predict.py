@@ -65,6 +65,16 @@ def load(ckpt: Path) -> tuple[MLP, MNISTDataModule]:
     return model.eval(), data
 
 
+def grayscale(image: Image.Image) -> np.ndarray:
+    """The image's gray levels in [0, 1], transparent pixels first laid over white, as a viewer
+    shows them (drawing tools save a digit in the alpha channel over transparent black)."""
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if transparent:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+
 def mnist_like(gray: np.ndarray) -> torch.Tensor:
     """28x28 floats in [0, 1] from a grayscale image in [0, 1]: a light digit fitted into 20x20,
     centred by its centre of mass."""
@@ -131,7 +141,7 @@ def predict_files(cfg: DictConfig) -> int:
     for path in image_files(Path(cfg.images)):
         try:
             with Image.open(path) as image:
-                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+                gray = grayscale(image)
                 if gray.max() - gray.min() < BLANK_CONTRAST:
                     unreadable.append(f"{path}: blank (no contrast to read a digit from); skipped")
                     continue
