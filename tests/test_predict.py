@@ -166,6 +166,17 @@ def test_evaluate_reproduces_the_recorded_test_accuracy(
     assert list((run_dir / "checkpoints").glob("*.confusion.png"))
 
 
+def test_evaluate_scores_a_checkpoint_copied_out_of_its_run_dir(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    copied = tmp_path / "best.ckpt"
+    copied.write_bytes(predict.best_checkpoint(run_dir).read_bytes())
+    run_app(evaluate.main, f"ckpt={copied}")
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+    assert f"test/acc    {recorded:.4f}" in capsys.readouterr().out
+    assert (tmp_path / "best.ckpt.confusion.png").is_file()
+
+
 def test_predict_names_blank_and_oversized_images_and_reads_the_rest(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

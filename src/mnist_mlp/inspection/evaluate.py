@@ -2,7 +2,8 @@
 
     python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]
 
-The test data is the run's own (its .hydra/config.yaml), unless data.root says where it is now.
+The test data is the one the checkpoint was trained on (every checkpoint carries its data
+settings, so it may lie anywhere), unless data.root says where it is now.
 Lightning's test loop scores it; the confusion matrix is written beside the checkpoint as
 <checkpoint>.confusion.png.
 """
@@ -13,27 +14,21 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
-from mnist_mlp.config.schema import CONF_DIR, plain
-from mnist_mlp.errors import UsageError
+from mnist_mlp.config.schema import CONF_DIR
 from mnist_mlp.inspection.pictures import class_names, confusion_image
 from mnist_mlp.inspection.predict import as_command, best_checkpoint, load, quiet_trainer
+from mnist_mlp.training.data import MNISTDataModule
 from mnist_mlp.training.idx_files import DATASETS
 
 
 def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict[str, float]]:
     """Scores of the checkpoint on its run's test split; writes the confusion matrix PNG."""
-    config_file = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise UsageError(f"{ckpt} is not inside a run dir (no {config_file}) to say what data.")
-    model, _ = load(ckpt)
-    data_config = OmegaConf.load(config_file).data
-    if data_root is not None:
-        data_config.root = data_root
-    datamodule = instantiate(plain(data_config), _convert_="all")
+    model, trained_on = load(ckpt)
+    settings = dict(trained_on.hparams) | ({"root": data_root} if data_root is not None else {})
+    datamodule = MNISTDataModule(**settings)
     datamodule.prepare_data()  # missing or damaged data: one sentence
     scores = quiet_trainer().test(model, datamodule=datamodule, verbose=False)[0]
     labels = datamodule.splits["test"][1].cpu()
