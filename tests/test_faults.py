@@ -466,3 +466,32 @@ def test_a_resumed_run_writes_only_into_its_own_run_dir(
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
     assert "Resuming" in (run_dir / "train.log").read_text()  # the resume's log, appended
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config
+
+
+def test_a_run_resumed_after_its_folder_moved_names_its_own_best_checkpoint(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Resumed with nothing left to train (it was stopped while its best checkpoint was scored):
+    the best checkpoint Lightning restores is the old folder's path."""
+    first = tmp_path / "first"
+    best = fit_and_test(make_cfg(), first)["best_checkpoint"]
+    (first / ".hydra").mkdir()
+    OmegaConf.save(make_cfg(), first / ".hydra" / "config.yaml")
+    moved = first.rename(tmp_path / "moved")
+    cfg = make_cfg(f"ckpt_path={moved / 'checkpoints' / 'last.ckpt'}")
+    metrics = fit_and_test(cfg, resumed_run_dir(cfg))
+    assert metrics["best_checkpoint"] == best and (moved / best).is_file()
+
+
+def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    fit_and_test(make_cfg("epochs=1"), run)
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
+    last = run / "checkpoints" / "last.ckpt"
+    cfg = make_cfg("epochs=1", "model.hidden_sizes=[16]", f"ckpt_path={last}")
+    said = r"holds a network with model.hidden_sizes=\[32\], but this run says .*=\[16\]"
+    with pytest.raises(UsageError, match=said):
+        fit_and_test(cfg, run)
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before

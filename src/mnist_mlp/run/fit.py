@@ -14,7 +14,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_mlp.config.command_line import last_checkpoint
-from mnist_mlp.errors import Diverged, Interrupted
+from mnist_mlp.config.schema import plain
+from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run.build import build
 from mnist_mlp.run.record import BEST, SCORES, VAL, best_entry, write_metrics
 from mnist_mlp.training.checkpoints import loaded
@@ -40,13 +41,26 @@ def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
     return f"Training stopped in epoch {trainer.current_epoch}: {kept}."
 
 
+def refuse_another_model(saved: dict, cfg: DictConfig) -> None:
+    """A checkpoint whose network differs from the settings' (a last.ckpt copied between runs)."""
+    model = plain(cfg.model)
+    for key in ("hidden_sizes", "activation", "outputs"):  # what the weights' shapes depend on
+        if key in saved and saved[key] != model[key]:
+            raise UsageError(
+                f"ckpt_path={cfg.ckpt_path} holds a network with model.{key}={saved[key]!r}, but "
+                f"this run says model.{key}={model[key]!r}; resume it with its own settings, or "
+                "start a new run without ckpt_path."
+            )
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and test one run into run_dir; return what metrics.json holds."""
     start = time.perf_counter()
-    if cfg.ckpt_path is not None:  # a damaged checkpoint is named before any other work
-        loaded(
+    if cfg.ckpt_path is not None:  # a damaged or foreign checkpoint is named before any work
+        checkpoint = loaded(
             Path(cfg.ckpt_path), "ckpt_path", lambda: torch.load(cfg.ckpt_path, weights_only=True)
         )
+        refuse_another_model(checkpoint.get("hyper_parameters", {}), cfg)
     datamodule, model, trainer = build(cfg, run_dir)
     fitted = False
     try:

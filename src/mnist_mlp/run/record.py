@@ -52,7 +52,16 @@ def write_metrics(
 
 
 def best_entry(trainer: Trainer, run_dir: Path) -> dict[str, str]:
-    """{BEST: the best checkpoint by val/acc, relative to the run dir}, or {} before the first."""
+    """{BEST: the best checkpoint by val/acc, relative to the run dir}, or {} before the first.
+
+    A run resumed after its folder was moved or copied still holds the old folder's path: the
+    file of that name in this run dir's checkpoints/ is the one (Lightning keeps the path)."""
     saving_best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    best = saving_best[0].best_model_path if saving_best else ""
-    return {BEST: str(Path(best).resolve().relative_to(run_dir.resolve()))} if best else {}
+    if not (saving_best and saving_best[0].best_model_path):
+        return {}
+    here, best = run_dir.resolve(), Path(saving_best[0].best_model_path).resolve()
+    if not best.is_relative_to(here):
+        best = here / "checkpoints" / best.name
+        if not best.is_file():
+            return {}
+    return {BEST: str(best.relative_to(here))}
