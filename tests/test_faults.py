@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -348,7 +349,7 @@ def test_a_constant_lr_run_extended_ends_as_a_straight_run_would(
     (declared,) = short.glob("*.hparams")
     start = EventAccumulator(str(declared)).Reload().SummaryMetadata("_hparams_/session_start_info")
     settings = plugin_data_pb2.HParamsPluginData.FromString(start.plugin_data.content)
-    assert settings.session_start_info.hparams["epochs"].string_value == "3"
+    assert settings.session_start_info.hparams["epochs"].number_value == 3
     assert len(list(short.glob("*.hparams_end"))) == 1
 
 
@@ -495,3 +496,19 @@ def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(
     with pytest.raises(UsageError, match=said):
         fit_and_test(cfg, run)
     assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before
+
+
+def test_a_resumed_csv_run_keeps_the_earlier_epochs_rows(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    settings = ["logger=csv", "model.lr_schedule=constant"]
+    run = tmp_path / "run"
+    fit_and_test(make_cfg("epochs=2", *settings), run)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(make_cfg("epochs=2", *settings), run / ".hydra" / "config.yaml")
+    cfg = make_cfg("epochs=3", *settings, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    fit_and_test(cfg, resumed_run_dir(cfg))
+    with open(run / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    # val/acc once an epoch, at the SGD steps taken: 16 an epoch on the tiny data
+    assert [row["step"] for row in rows if row.get("val/acc")] == ["16", "32", "48"]

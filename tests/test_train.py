@@ -99,7 +99,7 @@ def test_hparams_tab_gets_the_settings_the_scores_and_the_status(
     # shows first the keys that vary (with one per run it would take an arbitrary run's).
     assert "_hparams_/experiment" not in events(tmp_path).Tags()["tensors"]
     start = hparams_data(tmp_path, "_hparams_/session_start_info").session_start_info.hparams
-    assert start["batch_size"].string_value == "32"  # shown as 32, not 32.000
+    assert start["batch_size"].number_value == 32  # a number: a sweep's sizes sort as numbers
     assert start["lr"].number_value == 0.2 and start["model.nesterov"].bool_value is False
     assert start["model.hidden_sizes"].string_value == "[32]"
     assert {"best/val/acc", "test/acc"} <= set(events(tmp_path).Tags()["scalars"])
@@ -111,13 +111,15 @@ def test_hparams_tab_gets_the_settings_the_scores_and_the_status(
     assert steps == [16, 32]
 
 
-def test_a_diverged_run_shows_as_failed_in_the_hparams_tab(
+def test_a_diverged_run_shows_as_failed_in_the_hparams_tab_and_says_why_in_the_text_tab(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     with pytest.raises(Diverged):
         fit_and_test(make_cfg("lr=1e6"), tmp_path)
     end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
     assert end.status == api_pb2.STATUS_FAILURE
+    (said,) = events(tmp_path).Tensors("status/text_summary")
+    assert said.tensor_proto.string_val[0].decode().startswith("diverged: The loss became")
 
 
 def test_last_checkpoint_holds_the_last_epoch(

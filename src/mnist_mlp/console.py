@@ -34,5 +34,7 @@ def quiet_lightning(device_lines: bool = True) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # On a Slurm login node: runs here are meant to run here (hydra/launcher=slurm submits jobs).
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
-    # A resumed run writes into its own checkpoints/ folder by design.
+    # A resumed run writes into its own checkpoints/ folder by design, and keeps its metrics.csv
+    # rows (run/build.py, keep_csv_rows), which Lightning's CSV writer warns it deletes.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not")

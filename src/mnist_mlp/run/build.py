@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
@@ -66,12 +67,28 @@ def make_logger(cfg: DictConfig, run_dir: Path) -> Logger:
         ) from None
 
 
+def keep_csv_rows(logger: CSVLogger) -> None:
+    """A resumed run appends to its metrics.csv: Lightning's CSV writer deletes the file when it
+    starts, so the earlier epochs' rows are put back, and their columns given to the writer."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    rows = path.read_text()
+    with open(path, newline="") as file:
+        columns = next(csv.reader(file), [])
+    writer = logger.experiment  # made now: it deletes the file
+    path.write_text(rows)
+    writer.metrics_keys = columns
+
+
 def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer]:
     """The run's data, model and trainer (logging into run_dir), seeded, as the config says."""
     seed_everything(cfg.seed, workers=True, verbose=False)
     # logger=null: no logger at all, not Lightning's default one.
     logger: Logger | bool = make_logger(cfg, run_dir) if cfg.logger else False
     tensorboard = isinstance(logger, TensorBoardLogger)
+    if isinstance(logger, CSVLogger) and cfg.ckpt_path is not None:
+        keep_csv_rows(logger)
     # Under Slurm, Lightning takes the ranks from Slurm but leaves requeueing to submitit
     # (hydra/launcher=slurm resumes from last.ckpt): one mechanism, not two.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

@@ -79,9 +79,13 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
         scores |= trainer.test(
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
-    except Diverged:
+    except Diverged as diverged:
         best = best_entry(trainer, run_dir)
         write_metrics(run_dir, cfg, "diverged", best, start, trainer)
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
+            # In the Text tab, at the step it happened: the curves alone show only a gap.
+            trainer.logger.experiment.add_text("status", f"diverged: {diverged}", model.sgd_steps)
+            trainer.logger.experiment.flush()
         raise
     except SystemExit as stop:  # how Lightning ends after Ctrl-C (SIGINT) or SIGTERM
         if not trainer.interrupted:
