@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST as normalised tensors in memory, cut into mini-batches.
+"""MNIST and Fashion-MNIST as tensors in memory (data.inputs), cut into mini-batches.
 
 torchvision parses the IDX files once; after that every batch is a slice of one tensor
 that already lives on the training device, so no per-sample Python work happens while training.
@@ -148,7 +148,8 @@ def prepared_splits(
 
 
 class MNISTDataModule(LightningDataModule):
-    """The official 60k training images split seeded into train/val, and the official 10k test."""
+    """The official 60k training images split into train/val (data.val_split), and the official
+    10k test."""
 
     def __init__(self, **settings: Any) -> None:
         """settings: the fields of mnist_mlp.config.schema.DataConfig, by name."""
