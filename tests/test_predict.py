@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import datasets
 
-from mnist_mlp.inspection import evaluate, predict
-from tests.conftest import FILES, run_main, write_idx
+from mnist_mlp.inspection import evaluate, images, predict
+from tests.conftest import FILES, TINY, run_main, write_dataset, write_idx
 
 
 def run_app(main: Callable[[], None], *args: str) -> None:
@@ -196,3 +197,47 @@ def test_predict_says_when_a_folder_holds_no_images(run_dir: Path, tmp_path: Pat
     (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link
     with pytest.raises(SystemExit, match="holds no files"):
         run_app(predict.main, f"ckpt={run_dir}", f"images={tmp_path}")
+
+
+def test_a_fashion_image_is_prepared_as_fashion_mnist_made_its_own() -> None:
+    """A product already 28 pixels on its longest side, light on dark, comes through as it was;
+    prepared as a digit it would be shrunk into 20x20."""
+    item = np.zeros((28, 28), dtype=np.float32)
+    item[:, 6:22] = np.linspace(0.2, 1.0, 28)[:, None]  # a tall garment, shaded
+    torch.testing.assert_close(
+        images.fashion_like(item), torch.from_numpy(item), atol=1 / 255, rtol=0
+    )
+    torch.testing.assert_close(
+        images.fashion_like(1 - item), torch.from_numpy(item), atol=1 / 255, rtol=0
+    )
+    assert images.mnist_like(item).sum(1).nonzero().numel() == 20
+
+
+def test_predict_on_a_fashion_checkpoint_agrees_with_the_data_module(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = write_dataset(tmp_path / "data", dataset="FashionMNIST", train=300, test=40)
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_main(
+            f"data.root={root}", "data=fashion_mnist", *TINY, "data.val_size=50",
+            f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
+        )  # fmt: skip
+    model, data = predict.load(predict.best_checkpoint(run_dir))
+    data.prepare_data()
+    data.setup()
+    test_images, _ = data.splits["test"]
+    with torch.no_grad():
+        direct = model(test_images).argmax(1)
+    pixels = datasets.FashionMNIST(str(root), train=False).data
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for index, image in enumerate(pixels):
+        Image.fromarray(image.numpy()).resize((56, 56), Image.NEAREST).save(
+            folder / f"{index:02d}.png"
+        )
+    capsys.readouterr()
+    run_app(predict.main, f"ckpt={run_dir}", f"images={folder}")
+    names = datasets.FashionMNIST.classes
+    said = [line.split(": ", 1)[1].split("   ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert said == [names[k] for k in direct.tolist()]

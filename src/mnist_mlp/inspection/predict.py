@@ -2,10 +2,10 @@
 
     python -m mnist_mlp.inspection.predict ckpt=<checkpoint or run dir> images=<file or folder>
 
-Any size, grayscale or colour, dark-on-light or light-on-dark: each image is prepared as MNIST's
-were (grayscale, light digit on dark, the digit fitted into 20x20 by its aspect, its centre of
-mass moved to the middle of 28x28), normalised as the training data was, and classified by the
-model's predict_step through Lightning's Trainer.predict.
+Any size, grayscale or colour, dark-on-light or light-on-dark, transparent or not: each image is
+prepared as the checkpoint's data set's images were (inspection/images.py), normalised as the
+training data was, and classified by the model's predict_step through Lightning's
+Trainer.predict.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from lightning import Trainer
 from omegaconf import DictConfig
@@ -27,6 +26,7 @@ from mnist_mlp.config.checks import require_given
 from mnist_mlp.config.schema import CONF_DIR
 from mnist_mlp.console import quiet_lightning
 from mnist_mlp.errors import UsageError
+from mnist_mlp.inspection.images import BLANK_CONTRAST, PREPARED_AS, grayscale
 from mnist_mlp.training.checkpoints import loaded
 from mnist_mlp.training.data import MNISTDataModule
 from mnist_mlp.training.idx_files import DATASETS
@@ -65,41 +65,6 @@ def load(ckpt: Path) -> tuple[MLP, MNISTDataModule]:
     return model.eval(), data
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """The image's gray levels in [0, 1], transparent pixels first laid over white, as a viewer
-    shows them (drawing tools save a digit in the alpha channel over transparent black)."""
-    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    if transparent:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255
-
-
-def mnist_like(gray: np.ndarray) -> torch.Tensor:
-    """28x28 floats in [0, 1] from a grayscale image in [0, 1]: a light digit fitted into 20x20,
-    centred by its centre of mass."""
-    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if edge.mean() > 0.5:  # a light background: MNIST's digits are light on dark
-        gray = 1 - gray
-    ink = gray > 0.5 * gray.max()
-    if not ink.any():
-        return torch.zeros(28, 28)
-    rows, columns = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
-    digit = gray[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    scale = 20 / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-    fitted = Image.fromarray((digit * 255).astype(np.uint8)).resize(size, Image.LANCZOS)
-    fitted = np.asarray(fitted, dtype=np.float32) / 255
-    weights = fitted / max(fitted.sum(), 1e-6)
-    centre_y = (weights.sum(1) * np.arange(fitted.shape[0])).sum()
-    centre_x = (weights.sum(0) * np.arange(fitted.shape[1])).sum()
-    top = int(np.clip(round(13.5 - centre_y), 0, 28 - fitted.shape[0]))
-    left = int(np.clip(round(13.5 - centre_x), 0, 28 - fitted.shape[1]))
-    canvas = np.zeros((28, 28), dtype=np.float32)
-    canvas[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
-    return torch.from_numpy(canvas)
-
-
 def image_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -109,10 +74,6 @@ def image_files(path: Path) -> list[Path]:
     if not files:
         raise UsageError(f"images={path} holds no files (a broken link is not one); no images.")
     return files
-
-
-# An image whose pixels span less than this share of black to white holds no digit to read.
-BLANK_CONTRAST = 0.1
 
 
 def quiet_trainer() -> Trainer:
@@ -145,7 +106,7 @@ def predict_files(cfg: DictConfig) -> int:
                 if gray.max() - gray.min() < BLANK_CONTRAST:
                     unreadable.append(f"{path}: blank (no contrast to read a digit from); skipped")
                     continue
-                prepared.append(mnist_like(gray))
+                prepared.append(PREPARED_AS[data.dataset](gray))
             files.append(path)
         except Image.DecompressionBombError:
             unreadable.append(f"{path}: more pixels than PIL's decompression-bomb guard allows")
