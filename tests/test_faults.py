@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -512,3 +513,33 @@ def test_a_resumed_csv_run_keeps_the_earlier_epochs_rows(
         rows = list(csv.DictReader(file))
     # val/acc once an epoch, at the SGD steps taken: 16 an epoch on the tiny data
     assert [row["step"] for row in rows if row.get("val/acc")] == ["16", "32", "48"]
+
+
+def test_a_disk_that_fills_mid_run_ends_in_one_sentence_and_keeps_what_was_saved(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = wiring.build
+
+    def build_on_a_filling_disk(cfg: DictConfig, run_dir: Path):
+        datamodule, model, trainer = build(cfg, run_dir)
+        save, saves = trainer.save_checkpoint, iter(range(100))
+
+        def save_until_full(path, *args, **kwargs):
+            if str(path).endswith("last.ckpt.partial") and next(saves) == 1:  # the 2nd epoch's
+                Path(path).write_bytes(b"half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return save(path, *args, **kwargs)
+
+        monkeypatch.setattr(trainer, "save_checkpoint", save_until_full)
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(wiring, "build", build_on_a_filling_disk)
+    with pytest.raises(
+        UsageError, match=r"\(No space left on device\); .*last.ckpt holds the last"
+    ):
+        fit_and_test(make_cfg("epochs=3"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["epochs_run"] == 1
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0  # the first epoch's, whole
+    assert not list((tmp_path / "checkpoints").glob("*.partial"))

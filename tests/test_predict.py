@@ -178,6 +178,20 @@ def test_evaluate_scores_a_checkpoint_copied_out_of_its_run_dir(
     assert (tmp_path / "best.ckpt.confusion.png").is_file()
 
 
+def test_evaluate_in_a_folder_it_cannot_write_still_gives_the_scores(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image.Image, "save", refuse)
+    run_app(evaluate.main, f"ckpt={run_dir}")
+    out = capsys.readouterr().out
+    recorded = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+    assert f"test/acc    {recorded:.4f}" in out
+    assert "confusion matrix  not written to" in out and "(Permission denied)" in out
+
+
 def test_predict_names_blank_and_oversized_images_and_reads_the_rest(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

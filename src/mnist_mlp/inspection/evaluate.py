@@ -38,8 +38,13 @@ def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict
     per_class = {name: correct[labels == k].mean().item() for k, name in enumerate(names)}
     picture = confusion_image(labels, predicted, class_names(datamodule.dataset))
     picture = picture.permute(1, 2, 0).numpy()
-    Image.fromarray(picture).save(ckpt.with_name(ckpt.name + ".confusion.png"))
-    return scores | {"per_class_acc": per_class}
+    path = ckpt.with_name(ckpt.name + ".confusion.png")
+    try:
+        Image.fromarray(picture).save(path)
+        written = f"confusion matrix  {path.name} beside the checkpoint"
+    except OSError as error:  # a read-only folder: the scores are still whole
+        written = f"confusion matrix  not written to {path} ({error.strerror})"
+    return scores | {"per_class_acc": per_class, "confusion": written}
 
 
 def print_scores(cfg: DictConfig) -> None:
@@ -50,7 +55,7 @@ def print_scores(cfg: DictConfig) -> None:
     print(f"test/acc    {scores['test/acc']:.4f}")
     for name, accuracy in scores["per_class_acc"].items():
         print(f"  {name:<12} {accuracy:.4f}")
-    print(f"confusion matrix  {ckpt.name}.confusion.png beside the checkpoint")
+    print(scores["confusion"])
 
 
 USAGE = "python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
 import time
@@ -41,6 +43,22 @@ def interrupted(trainer: Trainer, run_dir: Path, fitted: bool) -> str:
     return f"Training stopped in epoch {trainer.current_epoch}: {kept}."
 
 
+# A folder that cannot be written, a full disk or quota.
+NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def not_written(error: OSError, run_dir: Path) -> str:
+    """What could not be written, and what was kept."""
+    last = last_checkpoint(run_dir)
+    kept = (
+        f"{last} holds the last finished epoch: make room or make the folder writable, then "
+        f"resume with the same settings plus ckpt_path={last}"
+        if last.is_file()
+        else "no epoch had been saved; make room or make the folder writable and run it again"
+    )
+    return f"Could not write {error.filename or run_dir} ({error.strerror}); {kept}."
+
+
 def refuse_another_model(saved: dict, cfg: DictConfig) -> None:
     """A checkpoint whose network differs from the settings' (a last.ckpt copied between runs)."""
     model = plain(cfg.model)
@@ -61,7 +79,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
             Path(cfg.ckpt_path), "ckpt_path", lambda: torch.load(cfg.ckpt_path, weights_only=True)
         )
         refuse_another_model(checkpoint.get("hyper_parameters", {}), cfg)
-    datamodule, model, trainer = build(cfg, run_dir)
+    try:
+        datamodule, model, trainer = build(cfg, run_dir)
+    except OSError as error:  # e.g. a run folder that cannot be written
+        if error.errno not in NOT_WRITABLE:
+            raise
+        raise UsageError(not_written(error, run_dir)) from None
     fitted = False
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -79,6 +102,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
         scores |= trainer.test(
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE:
+            raise
+        with contextlib.suppress(OSError):  # the same folder or disk may refuse this too
+            write_metrics(run_dir, cfg, "failed", best_entry(trainer, run_dir), start, trainer)
+        raise UsageError(not_written(error, run_dir)) from None
     except Diverged as diverged:
         best = best_entry(trainer, run_dir)
         write_metrics(run_dir, cfg, "diverged", best, start, trainer)

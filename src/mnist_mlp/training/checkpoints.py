@@ -49,6 +49,10 @@ class LastCheckpoint(Checkpoint):
         last = last_checkpoint(Path(trainer.default_root_dir))
         partial = last.with_name(last.name + ".partial")
         # Every process takes part; the first one writes. The whole state, not weights only.
-        trainer.save_checkpoint(partial, weights_only=False)
+        try:
+            trainer.save_checkpoint(partial, weights_only=False)
+        except OSError:  # a full disk, a read-only folder: the previous last.ckpt stays whole
+            partial.unlink(missing_ok=True)
+            raise
         if trainer.is_global_zero:
             partial.replace(last)
