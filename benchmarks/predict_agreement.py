@@ -18,8 +18,8 @@ import torch
 from common import parser_with_data
 from PIL import Image
 
+from mnist_mlp.inspection.classify import best_checkpoint, load, predict
 from mnist_mlp.inspection.images import PREPARED_AS, grayscale
-from mnist_mlp.inspection.predict import best_checkpoint, load, predict
 from mnist_mlp.training.idx_files import DATASETS
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from mnist_mlp.inspection import evaluate, images, predict
+from mnist_mlp.inspection import classify, evaluate, images, predict
 from tests.conftest import FILES, TINY, run_main, write_dataset, write_idx
 
 
@@ -102,7 +102,7 @@ def test_predict_reads_pngs_of_any_size_and_polarity(
     assert stopped.value.code == 1
     out, err = capsys.readouterr()
     said = [int(line.split(": ")[1].split()[0]) for line in out.splitlines() if ".png: " in line]
-    model, data = predict.load(predict.best_checkpoint(run_dir))
+    model, data = classify.load(classify.best_checkpoint(run_dir))
     normalised = (torch.tensor(images, dtype=torch.float32) / 255 - data.mean) / data.std
     with torch.no_grad():
         direct = model(normalised).argmax(1)
@@ -149,7 +149,7 @@ def print_later() -> None:
 
 
 def test_a_damaged_checkpoint_is_named_in_one_sentence(run_dir: Path, tmp_path: Path) -> None:
-    best = predict.best_checkpoint(run_dir)
+    best = classify.best_checkpoint(run_dir)
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(best.read_bytes()[:2000])
     with pytest.raises(SystemExit, match=f"ckpt={damaged} is not a readable mnist-mlp checkpoint"):
@@ -171,7 +171,7 @@ def test_evaluate_scores_a_checkpoint_copied_out_of_its_run_dir(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     copied = tmp_path / "best.ckpt"
-    copied.write_bytes(predict.best_checkpoint(run_dir).read_bytes())
+    copied.write_bytes(classify.best_checkpoint(run_dir).read_bytes())
     run_app(evaluate.main, f"ckpt={copied}")
     recorded = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
     assert f"test/acc    {recorded:.4f}" in capsys.readouterr().out
@@ -237,7 +237,7 @@ def test_predict_on_a_fashion_checkpoint_agrees_with_the_data_module(
             f"data.root={root}", "data=fashion_mnist", *TINY, "data.val_size=50",
             f"hydra.run.dir={run_dir}", monkeypatch=monkeypatch,
         )  # fmt: skip
-    model, data = predict.load(predict.best_checkpoint(run_dir))
+    model, data = classify.load(classify.best_checkpoint(run_dir))
     data.prepare_data()
     data.setup()
     test_images, _ = data.splits["test"]

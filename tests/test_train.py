@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from mnist_mlp.errors import Diverged, UsageError
-from mnist_mlp.inspection.predict import best_checkpoint
+from mnist_mlp.inspection.classify import best_checkpoint
 from mnist_mlp.run.build import build
 from mnist_mlp.run.fit import fit_and_test
 from mnist_mlp.run.record import SCORES

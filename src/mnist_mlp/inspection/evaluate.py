@@ -3,62 +3,28 @@
     python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]
 
 The test data is the one the checkpoint was trained on (every checkpoint carries its data
-settings, so it may lie anywhere), unless data.root says where it is now.
-Lightning's test loop scores it; the confusion matrix is written beside the checkpoint as
-<checkpoint>.confusion.png.
+settings, so it may lie anywhere), unless data.root says where it is now; Lightning's test loop
+scores it (inspection/scores.py). torch and Lightning are imported only once the command line is
+whole.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
-import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from mnist_mlp.config.schema import CONF_DIR
-from mnist_mlp.inspection.pictures import class_names, confusion_image
-from mnist_mlp.inspection.predict import as_command, best_checkpoint, load, quiet_trainer
-from mnist_mlp.training.data import MNISTDataModule
-from mnist_mlp.training.idx_files import DATASETS
+from mnist_mlp.inspection.predict import as_command
 
-
-def evaluate(ckpt: Path, data_root: str | None = None) -> dict[str, float | dict[str, float]]:
-    """Scores of the checkpoint on its run's test split; writes the confusion matrix PNG."""
-    model, trained_on = load(ckpt)
-    settings = dict(trained_on.hparams) | ({"root": data_root} if data_root is not None else {})
-    datamodule = MNISTDataModule(**settings)
-    datamodule.prepare_data()  # missing or damaged data: one sentence
-    scores = quiet_trainer().test(model, datamodule=datamodule, verbose=False)[0]
-    labels = datamodule.splits["test"][1].cpu()
-    predicted = torch.cat(model.test_predictions).cpu()
-    correct = (predicted == labels).float()
-    names = DATASETS[datamodule.dataset].classes  # torchvision's: "7 - seven", "Sneaker", ...
-    per_class = {name: correct[labels == k].mean().item() for k, name in enumerate(names)}
-    picture = confusion_image(labels, predicted, class_names(datamodule.dataset))
-    picture = picture.permute(1, 2, 0).numpy()
-    path = ckpt.with_name(ckpt.name + ".confusion.png")
-    try:
-        Image.fromarray(picture).save(path)
-        written = f"confusion matrix  {path.name} beside the checkpoint"
-    except OSError as error:  # a read-only folder: the scores are still whole
-        written = f"confusion matrix  not written to {path} ({error.strerror})"
-    return scores | {"per_class_acc": per_class, "confusion": written}
+USAGE = "python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
 
 
 def print_scores(cfg: DictConfig) -> None:
-    ckpt = best_checkpoint(Path(cfg.ckpt))
-    scores = evaluate(ckpt, cfg.data.root)
-    print(f"checkpoint  {ckpt}")
-    print(f"test/loss   {scores['test/loss']:.4f}")
-    print(f"test/acc    {scores['test/acc']:.4f}")
-    for name, accuracy in scores["per_class_acc"].items():
-        print(f"  {name:<12} {accuracy:.4f}")
-    print(scores["confusion"])
+    from mnist_mlp.inspection.scores import print_scores
+
+    print_scores(cfg)
 
 
-USAGE = "python -m mnist_mlp.inspection.evaluate ckpt=<checkpoint or run dir> [data.root=<folder>]"
 main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")(
     as_command(print_scores, USAGE)
 )

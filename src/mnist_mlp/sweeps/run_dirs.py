@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class RunDirs(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        sys.stderr.write("\n")  # off the last job's progress bar
         for line in summarise_sweep(sweep_dir):
             log.info(line)
         release(sweep_dir)
