@@ -105,3 +105,11 @@ def stop(submitit_handler: Any, number: int, frame: Any) -> None:
     except UncompletedJobError as error:
         log.error(f"Slurm's time limit is near and submitit will not requeue this job ({error}).")
     raise SIGTERMException
+
+
+def report(job: Any, job_dir: Path, fallback: str) -> str:
+    """Show a job that did not end ok, with its own sentence; return its status."""
+    status = run_status(job_dir) or "failed"
+    sentence = error_sentence(job_dir) or fallback
+    log.warning(f"Job {job.job_id} ({job_dir.name}) {status}: {sentence}")
+    return status

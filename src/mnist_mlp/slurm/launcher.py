@@ -38,10 +38,10 @@ from mnist_mlp.slurm.jobs import (
     WAITING,
     RunNotOk,
     cpus_per_task,
-    error_sentence,
     folder,
     quoted,
     record_unfinished,
+    report,
     run_status,
     slurm_states,
     stop,
@@ -226,10 +226,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
                     if outcome == "success":
                         results[index], outcomes[index] = value, "ok"
                         continue
-                    status = self.report(job, job_dirs[index], value.strip().splitlines()[-1])
+                    status = report(job, job_dirs[index], value.strip().splitlines()[-1])
                 elif ended:
                     status = record_unfinished(job_dirs[index], overrides[index], state, job.job_id)
-                    self.report(job, job_dirs[index], f"Slurm ended it as {state}")
+                    report(job, job_dirs[index], f"Slurm ended it as {state}")
                 else:
                     continue
                 # Not ok, but the sweep goes on (nan, as run.py returns for a failed run).
@@ -252,11 +252,3 @@ class SlurmLauncher(SubmititSlurmLauncher):
             if len(results) < len(jobs):
                 time.sleep(POLL_SECONDS)
         return [results[index] for index in range(len(jobs))]
-
-    @staticmethod
-    def report(job: Any, job_dir: Path, fallback: str) -> str:
-        """Show a job that did not end ok, with its own sentence; return its status."""
-        status = run_status(job_dir) or "failed"
-        sentence = error_sentence(job_dir) or fallback
-        log.warning(f"Job {job.job_id} ({job_dir.name}) {status}: {sentence}")
-        return status
