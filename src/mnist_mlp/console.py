@@ -21,10 +21,9 @@ DEVICE_NOTICES = ("GPU available", "TPU available", "HPU available")
 def quiet_lightning(device_lines: bool = True) -> None:
     import lightning
 
-    root_handlers = logging.getLogger().handlers
     lightning_logger = logging.getLogger(lightning.__name__)
-    for handler in list(lightning_logger.handlers):
-        if root_handlers:  # where the records also reach the root's handlers
+    if logging.getLogger().handlers:  # where the records also reach the root's handlers
+        for handler in list(lightning_logger.handlers):
             lightning_logger.removeHandler(handler)
     hidden = NOTICES if device_lines else NOTICES + DEVICE_NOTICES
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(

@@ -74,10 +74,11 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
     if too_easy:
         higher = round(target + (1 - target) / 2, 3)
         answer = (
-            f"The target is too easy for these data: batch sizes {', '.join(map(str, too_easy))} "
-            "reached it at their first check, so their steps measure the check interval, not "
-            f"the batch size, and nothing is fitted. Rerun with a higher target, e.g. "
-            f"study.target={higher}."
+            f"The target is too easy for these data: batch size{'s' * (len(too_easy) > 1)} "
+            f"{', '.join(map(str, too_easy))} reached it at "
+            f"{'their' if len(too_easy) > 1 else 'its'} first check, so the steps measure the "
+            "check interval, not the batch size, and nothing is fitted. Rerun with a higher "
+            f"target, e.g. study.target={higher}."
         )
     elif fit is None:
         reached = (

@@ -19,7 +19,8 @@ a^0 = x, z^l = W^l a^(l-1) + b^l, a^l = sigma(z^l) for the hidden layers, z^L = 
     BP3  dC_x/db^l = delta^l                          a bias's desired change
     BP4  dC_x/dW^l = delta^l (outer) a^(l-1)          a weight's desired change
 
-`python -m mnist_mlp.training.backprop` prints every number of one SGD step of a 2-3-2 network.
+`python -m mnist_mlp.training.worked_example` prints every number of one SGD step of a 2-3-2
+network.
 """
 
 from __future__ import annotations

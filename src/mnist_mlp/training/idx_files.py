@@ -46,7 +46,8 @@ def ensure_raw_files(root: Path, dataset: str, download: bool) -> None:
     raise UsageError(
         f"{dataset} files are missing from {raw}/: {', '.join(missing)} ({tried}). "
         f"Place the four IDX files {', '.join(raw_files(dataset))} there (plain or .gz), "
-        f"or set data.root to the folder that holds {dataset}/raw/ (README: Offline data)."
+        f"or set data.root to the folder that holds {dataset}/raw/ "
+        "(docs/configuration.md: Offline data)."
     )
 
 

@@ -10,6 +10,7 @@ the loss is checked for divergence and logged; at its first step the noise scale
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,11 @@ class MLP(LightningModule):
             for parameter in self.layers.parameters():
                 nn.init.normal_(parameter)
         self.activation = ACTIVATIONS[hp.activation]
+        # The backward pass of model.backprop, bound once to this network and cost: one call a step.
+        self.backward_pass = functools.partial(
+            BACKWARD_PASSES[hp.backprop], self.layers, self.activation,
+            DERIVATIVES[hp.activation], hp.loss, outputs=hp.outputs,
+        )  # fmt: skip
         self.cost = batch_cost(hp.loss, hp.outputs)
         self.example_cost = example_cost(hp.loss, hp.outputs)
         # Several SGD steps per Lightning step, so they are written out (manual optimization).
@@ -99,16 +105,12 @@ class MLP(LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Put the gradient of this mini-batch's cost in each parameter's .grad; return the logits
         and, with example_norms, |each example's own gradient|^2."""
-        hp = self.hparams
         if self.distributed:  # DDP averages the gradient over the processes in this backward
             self.zero_grad()
             logits = self(images)
             self.manual_backward(self.cost(logits, labels))
             return logits.detach(), None
-        gradients = BACKWARD_PASSES[hp.backprop](
-            self.layers, self.activation, DERIVATIVES[hp.activation], hp.loss, images, labels,
-            example_norms, hp.outputs,
-        )  # fmt: skip
+        gradients = self.backward_pass(images, labels, example_norms)
         for layer, weight_grad, bias_grad in zip(
             self.layers, gradients.weights, gradients.biases, strict=True
         ):
@@ -122,12 +124,13 @@ class MLP(LightningModule):
         # are each process's own: the two would not belong to one batch size.
         measure_noise = self.hparams.noise_scale and not self.distributed
         steps: list[Batch] = []  # each step's logits and labels
+        last = len(interval)
         for number, (images, labels) in enumerate(interval, start=1):
             logits, example_squared = self.gradient(images, labels, measure_noise)
             if measure_noise:  # at the interval's first step
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
                 measure_noise = False
-            (lightning_sgd if number == len(interval) else lightning_sgd.optimizer).step()
+            (lightning_sgd if number == last else lightning_sgd.optimizer).step()
             steps.append((logits, labels))
         self.sgd_steps += len(steps)
         self.examples_seen += sum(len(labels) for _, labels in steps)
