@@ -95,7 +95,7 @@ def main() -> None:
             configured, model.hparams.noise_scale = model.hparams.noise_scale, noise_scale
             start = time.perf_counter()
             for index in order.split(batch_size * per_step):
-                training_step(Interval(images, labels, index, batch_size), 1)
+                training_step(Interval(images, labels, index, lambda: batch_size), 1)
             model.hparams.noise_scale = configured
             return time.perf_counter() - start
 

@@ -60,7 +60,7 @@ def test_batches_cover_every_image_once_in_a_fresh_seeded_order_each_epoch() -> 
 
     def steps(per_step: int) -> Intervals:
         order = lambda: epoch_order(100, seed=3, epoch=epoch_number)  # noqa: E731
-        return Intervals(images, torch.arange(100), 32, per_step, order)
+        return Intervals(images, torch.arange(100), 32, order, log_every=per_step)
 
     def mini_batches(per_step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [mini_batch for step in steps(per_step) for mini_batch in step]
@@ -252,7 +252,7 @@ def test_a_batch_as_large_as_the_training_set_is_named_full_batch(
 @pytest.mark.parametrize("count", [12, 10])  # whole mini-batches, and a shorter last one
 def test_the_last_mini_batch_alone_is_the_last_one_iterated(count: int) -> None:
     images, labels = torch.arange(40.0).view(20, 2), torch.arange(20)
-    steps = Interval(images, labels, torch.randperm(20)[:count], batch_size=4)
+    steps = Interval(images, labels, torch.randperm(20)[:count], batch_size=lambda: 4)
     *_, (last_images, last_labels) = steps
     images_alone, labels_alone = steps.last()
     assert torch.equal(images_alone, last_images) and torch.equal(labels_alone, last_labels)

@@ -57,7 +57,6 @@ def test_bad_values_name_the_key_and_what_is_allowed(
 @pytest.mark.parametrize(
     ("override", "said"),
     [
-        ("batch_size=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
         ("epochs=1.5", "Value '1.5' of type 'float' could not be converted to Integer"),
         ("loss=hinge", "Invalid value 'hinge', expected one of [cross_entropy, mse]"),
         ("model.activation=softplus", "Invalid value 'softplus', expected one of [relu, sigmoid"),
@@ -96,6 +95,7 @@ print("torch imported:", "torch" in sys.modules)
     ("args", "said"),
     [
         (["lr=0"], "lr=0.0 is not allowed: use a number > 0"),
+        (["batch_size=abc"], "batch_size='abc' is not allowed: use a positive whole number"),
         (["--help"], "== Configuration groups =="),
         (["--cfg", "job"], "batch_size: 64"),
     ],

@@ -22,7 +22,10 @@ def test_a_run_records_the_first_step_that_reaches_the_target_and_stops(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     # 500 training images in batches of 20: checks every 3 steps (60 examples), 25 steps an epoch
-    cfg = make_cfg("study.target=0.5", "log_every=3", "batch_size=20", "epochs=5", "lr=0.05")
+    cfg = make_cfg(
+        "study.target=0.5", "study.every_examples=60", "log_every=3", "batch_size=20", "epochs=5",
+        "lr=0.05",
+    )  # fmt: skip
     metrics = fit_and_test(cfg, tmp_path)
     assert metrics["status"] == "ok" and metrics["target_reached"]
     steps, examples = metrics["target_steps"], metrics["target_examples"]
@@ -73,6 +76,7 @@ def fake_job(sweep: Path, number: int, **metrics: object) -> None:
         "train_examples": 55000,
         "noise_b_simple": 200.0,
         "noise_trace": [[10, 150.0], [20, 250.0]],
+        "target_checks": 5,
     }
     (sweep / str(number)).mkdir(parents=True)
     (sweep / str(number) / "metrics.json").write_text(json.dumps(defaults | metrics))
@@ -118,10 +122,10 @@ def test_a_target_reached_at_the_first_check_is_too_easy_and_nothing_is_fitted(
 ) -> None:
     """At batch 8 the first check comes after 2048 / 8 = 256 steps: reaching it there measures
     the check interval, not what the batch size needs."""
-    for number, (size, steps) in enumerate([(8, 256), (64, 32), (512, 40)]):
+    for number, (size, steps, checks) in enumerate([(8, 256, 1), (64, 32, 1), (512, 40, 10)]):
         fake_job(
             tmp_path, number, batch_size=size, lr=0.1, target_steps=steps,
-            target_examples=steps * size, target_seconds=1.0,
+            target_examples=steps * size, target_seconds=1.0, target_checks=checks,
         )  # fmt: skip
     answer = write_report(tmp_path)
     assert "too easy for these data: batch sizes 8, 64 reached it at their first check" in answer
@@ -156,7 +160,7 @@ def test_the_study_runs_from_one_command_and_its_page_can_be_rebuilt(
         f"data.root={data_root}",
         "data.val_size=100",
         "model.hidden_sizes=[32]",
-        "batch_size=16,64",
+        "batch_size=16,64,auto",  # auto: one more contestant
         "study.lr_factor=1,4",
         "study.target=0.6",
         "study.every_examples=64",
@@ -166,6 +170,8 @@ def test_the_study_runs_from_one_command_and_its_page_can_be_rebuilt(
     )
     page = (sweep / "batch_size.md").read_text()
     assert "| 16 |" in page and "| 64 |" in page and "## The answer" in page
+    assert "| auto (chosen each interval) |" in page
+    assert "batch sizes" in (sweep / "summary.md").read_text()  # auto's, first to last
     (sweep / "batch_size.md").unlink()
     rebuilt = subprocess.run(
         [sys.executable, "-m", "mnist_mlp.sweeps.summary", str(sweep)],
@@ -175,3 +181,26 @@ def test_the_study_runs_from_one_command_and_its_page_can_be_rebuilt(
     )
     assert rebuilt.returncode == 0 and "batch_size.md" in rebuilt.stdout
     assert (sweep / "batch_size.md").read_text() == page
+
+
+def test_the_report_sets_auto_beside_the_fixed_batch_sizes(tmp_path: Path) -> None:
+    for number, (size, steps, seconds) in enumerate(
+        [(16, 3000, 9.0), (64, 900, 4.0), (256, 500, 6.0)]
+    ):
+        fake_job(
+            tmp_path, number, batch_size=size, lr=0.1, target_steps=steps,
+            target_examples=steps * size, target_seconds=seconds,
+        )  # fmt: skip
+    trace = [[64, 1024, None, 16, 0.05], [80, 2048, 40.0, 32, 0.1], [96, 3072, 70.0, 64, 0.2]]
+    fake_job(
+        tmp_path, 9, batch_size="auto", lr=0.2, target_steps=600, target_examples=40000,
+        target_seconds=3.0, batch_size_first=16, batch_size_trace=trace,
+    )  # fmt: skip
+    answer = write_report(tmp_path)
+    page = (tmp_path / "batch_size.md").read_text()
+    assert "| auto (chosen each interval) | 0.2 | 600 | 40000 | 3 |" in page
+    assert "With batch_size=auto (lr 0.2 at batch 64) the target was reached in 600 SGD" in answer
+    assert "choosing batches from 16 to 64: 0.75x the seconds of the fastest fixed pair" in answer
+    # Batch 16 took 48000 examples: more than auto's; 64 took 57600. None took fewer.
+    assert "no fixed batch size reached it with as few examples" in answer
+    assert "B_crit" in answer  # the fit is over the fixed batch sizes only

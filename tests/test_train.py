@@ -302,7 +302,7 @@ def test_the_lr_and_a_train_val_chart_are_in_tensorboard(
     fit_and_test(make_cfg("epochs=3", "lr=0.3"), tmp_path)  # cosine: 0.3, 0.225, 0.075
     logged = events(tmp_path)
     lrs = [(event.step, round(event.value, 4)) for event in logged.Scalars("train/lr")]
-    assert lrs == [(0, 0.3), (16, 0.225), (32, 0.075)]
+    assert lrs == [(16, 0.3), (32, 0.225), (48, 0.075)]  # at each interval's end: one an epoch
     assert "custom_scalars__config__" in logged.Tags()["tensors"]
 
 

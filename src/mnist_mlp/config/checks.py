@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp.config.schema import SETTINGS, Backprop, plain_value
+from mnist_mlp.config.schema import AUTO, SETTINGS, Backprop, plain_value
 from mnist_mlp.errors import UsageError
 
 # A resumed run may run on other devices, or show its progress otherwise; anything else in
@@ -60,8 +60,13 @@ REFUSED_TRAINER_KEYS = {
 def check_config(cfg: DictConfig) -> None:
     """Raise UsageError for the first setting a run could not use (types Hydra has checked)."""
     model = cfg.model
+    if cfg.batch_size == AUTO:
+        check_auto_batch(cfg)
+    else:
+        size = cfg.batch_size
+        whole = isinstance(size, int) and not isinstance(size, bool)
+        _require("batch_size", size, whole and size > 0, f"use a positive whole number, or {AUTO}")
     for key in (
-        "batch_size",
         "epochs",
         "data.val_size",
         "data.eval_batch_size",
@@ -111,3 +116,34 @@ def check_config(cfg: DictConfig) -> None:
             f"with trainer.strategy={strategy} the gradients must come from autograd, whose "
             "hooks average them across processes; use model.backprop=autograd",
         )
+
+
+def check_auto_batch(cfg: DictConfig) -> None:
+    """batch_size=auto's bounds, and what it needs: the noise scale, and one process."""
+    auto = cfg.auto_batch
+    for key in ("smallest", "largest"):
+        value = auto[key]
+        _require(
+            f"auto_batch.{key}", value, value >= 2 and value & (value - 1) == 0,
+            "use a power of two of at least 2 (the noise scale compares two batch sizes)",
+        )  # fmt: skip
+    _require(
+        "auto_batch.largest", auto.largest, auto.largest >= auto.smallest,
+        f"use at least auto_batch.smallest={auto.smallest}",
+    )  # fmt: skip
+    _require(
+        "auto_batch.every_examples", auto.every_examples,
+        auto.every_examples > 0 and auto.every_examples % auto.largest == 0,
+        f"use a multiple of auto_batch.largest={auto.largest}, so that every interval is whole "
+        "mini-batches at any batch size",
+    )  # fmt: skip
+    _require(
+        "model.noise_scale", False, cfg.model.noise_scale,
+        "batch_size=auto chooses each batch from the measured noise scale; set it to true",
+    )  # fmt: skip
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    _require(
+        "batch_size", AUTO, "ddp" not in strategy,
+        f"with trainer.strategy={strategy} the noise scale is not measured (each process sees "
+        "only its share of a batch); choose a batch size, e.g. batch_size=256",
+    )  # fmt: skip

@@ -96,8 +96,9 @@ class DataConfig:
     # The batch-size study's target for these data (experiment=batch_size): a val/acc that every
     # batch size of the study reaches within its budget and none at its first check.
     study_target: float = field(default=0.97, metadata=HOW)
-    batch_size: int = II("batch_size")
+    batch_size: Any = II("batch_size")
     log_every: int = II("log_every")
+    auto_batch: Any = II("auto_batch")
     seed: int = II("seed")
 
 
@@ -118,7 +119,6 @@ class ModelConfig:
     noise_scale: bool = field(default=True, metadata=HOW)
     loss: Loss = II("loss")
     lr: float = II("lr")
-    batch_size: int = II("batch_size")
 
 
 @dataclass
@@ -139,16 +139,31 @@ class StudyConfig:  # steps to a target (measure/steps_to_target.py): experiment
     lr_factor: float = 1.0
 
 
+# batch_size=auto: the batch size chosen as training goes (training/auto_batch.py).
+AUTO = "auto"
+
+
+@dataclass
+class AutoBatchConfig:  # read only with batch_size=auto (training/auto_batch.py)
+    smallest: int = 16  # the first batch size, and the least (a power of two)
+    largest: int = 256  # a power of two, near the study's B_crit on MNIST (docs/batch-size.md)
+    # Training examples per interval, a multiple of `largest`: the noise scale is measured at each
+    # interval's first step and the next interval's batch size chosen from it (at most 2x apart).
+    every_examples: int = 1024
+
+
 @dataclass
 class TrainConfig:
     # What users sweep lives at the top level; the groups refer to it.
-    batch_size: int = 64  # images per SGD step
+    # Images per SGD step, or auto: each interval's from the measured noise scale (auto_batch).
+    batch_size: Any = 64
     lr: float = 0.2  # the batch-size study's best at batch 64 (docs/batch-size.md)
     epochs: int = 6
     seed: int = 42  # initialisation, train/val split, shuffling
     # SGD steps per interval: one Lightning step each. At each interval's end the loss is checked
     # for divergence and train/loss logged; at its first step the noise scale is measured. The
     # weights do not depend on it; Lightning's own work per step is shared by its SGD steps.
+    # (With batch_size=auto an interval is auto_batch.every_examples examples instead.)
     log_every: int = field(default=50, metadata=HOW)
     loss: Loss = Loss.cross_entropy
     ckpt_path: str | None = field(default=None, metadata=HOW)  # <run dir>/checkpoints/last.ckpt
@@ -156,6 +171,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    auto_batch: AutoBatchConfig = field(default_factory=AutoBatchConfig)
     trainer: Any = MISSING  # lightning.Trainer's arguments (conf/trainer/)
     logger: Any = None  # a Lightning logger (conf/logger/)
 
@@ -188,19 +204,22 @@ for name, node in (
 LR_AT_64, LR_CAP = 0.2, 0.4
 
 
-def linear_scaling_lr(batch_size: int, factor: float) -> float:
+def linear_scaling_lr(batch_size: int | str, factor: float) -> float:
     """`factor` times an lr that grows in proportion to the batch (the same step per example
     seen: linear scaling), LR_AT_64 at batch 64, and stops growing at LR_CAP, where plain SGD
-    on this MLP starts to diverge whatever the batch."""
-    return factor * min(LR_AT_64 * batch_size / 64, LR_CAP)
+    on this MLP starts to diverge whatever the batch. For batch_size=auto, the lr at batch 64:
+    training/auto_batch.py moves it along this rule with the batch it chooses."""
+    size = 64 if batch_size == AUTO else batch_size
+    return factor * min(LR_AT_64 * size / 64, LR_CAP)
 
 
 OmegaConf.register_new_resolver("linear_scaling_lr", linear_scaling_lr, replace=True)
 
 
-def steps_for(examples: int, batch_size: int) -> int:
-    """SGD steps that take about `examples` examples (at least one)."""
-    return max(1, examples // batch_size)
+def steps_for(examples: int, batch_size: int | str) -> int:
+    """SGD steps that take about `examples` examples (at least one); 1 for batch_size=auto,
+    whose intervals are auto_batch.every_examples examples whatever the batch."""
+    return 1 if batch_size == AUTO else max(1, examples // batch_size)
 
 
 OmegaConf.register_new_resolver("steps_for", steps_for, replace=True)
@@ -217,7 +236,7 @@ def _leaves(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field
         nested = item.default_factory if dataclasses.is_dataclass(item.default_factory) else None
         if nested:
             leaves += _leaves(nested, f"{prefix}{item.name}.")
-        elif item.type != "Any":
+        elif item.name not in ("trainer", "logger"):  # Lightning's arguments, not settings
             leaves.append((f"{prefix}{item.name}", item))
     return leaves
 
@@ -240,7 +259,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, float | int | str | bool]:
     """What a run trains, as flat scalars (metrics.json, TensorBoard's HParams tab)."""
     values = {}
     for key, item in SETTINGS.items():
-        if item.metadata.get("how"):
+        if item.metadata.get("how") or (key.startswith("auto_batch.") and cfg.batch_size != AUTO):
             continue
         value = OmegaConf.select(cfg, key)
         if value is None:  # not set (study.target outside a study)

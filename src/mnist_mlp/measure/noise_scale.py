@@ -108,6 +108,18 @@ class NoiseScale:
             self.epochs.append(dict(zip(NAMES, values, strict=True)) | {"steps": self.epoch_steps})
         self.epoch_total, self.epoch_steps = None, 0
 
+    def state_dict(self) -> dict:
+        """Kept in checkpoints: a resumed run goes on with the same averages (batch_size=auto
+        chooses from them) and history."""
+        return {
+            "average": self.average, "weight": self.weight, "epochs": self.epochs,
+            "trace": self.trace,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.average, self.weight = state.get("average"), state.get("weight", 0.0)
+        self.epochs, self.trace = state.get("epochs", []), state.get("trace", [])
+
     def record(self) -> dict:
         """For metrics.json: each estimate's epoch means, B_simple over the whole run (the ratio
         of the two parts' means over all its steps) and its smoothed trace (None for nan)."""

@@ -1,9 +1,9 @@
 """Steps to a target: the first SGD step, examples seen and training seconds at which val/acc
 reached study.target (python train.py -m experiment=batch_size; docs/batch-size.md).
 
-The target is checked at the end of every interval of SGD steps; experiment=batch_size makes an
-interval about study.every_examples training examples at any batch size, so a large batch is not
-judged late by coarse checks. The run stops once the target is reached.
+The target is checked every study.every_examples training examples (at the end of the interval
+that reaches them) at any batch size, so a large batch is not judged late by coarse checks, nor a
+small one early by fine checks. The run stops once the target is reached.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class StepsToTarget(Callback):
-    """Checks val/acc at the end of each interval of SGD steps (experiment=batch_size makes an
-    interval about study.every_examples examples at any batch size)."""
+    """Checks val/acc every `every_examples` training examples (experiment=batch_size makes an
+    interval about that many examples at any fixed batch size)."""
 
-    def __init__(self, target: float) -> None:
-        self.target = target
+    def __init__(self, target: float, every_examples: int) -> None:
+        self.target, self.every_examples = target, every_examples
         self.reached: dict[str, float | int] = {}  # steps, examples, seconds
         # Training only: the study's checks and Lightning's validation are left out.
         self.training_seconds = 0.0
@@ -30,6 +30,7 @@ class StepsToTarget(Callback):
         self.training = False
         self.training_size = 0
         self.fitting = False
+        self.checks_done = 0
 
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
         self.training_size = len(trainer.datamodule.splits["train"][1])
@@ -47,7 +48,11 @@ class StepsToTarget(Callback):
 
     def state_dict(self) -> dict:
         """Kept in checkpoints, so a resumed job goes on counting."""
-        return {"reached": self.reached, "training_seconds": self.training_seconds}
+        return {
+            "reached": self.reached,
+            "training_seconds": self.training_seconds,
+            "checks_done": self.checks_done,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if self.fitting:  # not when the best checkpoint is scored: this run's record stays
@@ -56,7 +61,10 @@ class StepsToTarget(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, module: LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if not self.reached:
+        # The checks fall at the first interval end on or after each multiple of every_examples.
+        checks = module.examples_seen // self.every_examples
+        if not self.reached and checks > self.checks_done:
+            self.checks_done = checks
             self.check(trainer, module)
 
     def check(self, trainer: Trainer, module: LightningModule) -> None:
@@ -88,5 +96,6 @@ class StepsToTarget(Callback):
         return {
             "train_examples": self.training_size,  # a batch this large is full-batch GD
             "target_reached": bool(self.reached),
+            "target_checks": self.checks_done,  # 1: reached at the first, so too easy a target
             **{f"target_{key}": self.reached.get(key) for key in ("steps", "examples", "seconds")},
         }

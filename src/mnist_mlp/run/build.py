@@ -15,10 +15,11 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from mnist_mlp.config.schema import hyperparameters, plain
+from mnist_mlp.config.schema import AUTO, hyperparameters, plain
 from mnist_mlp.errors import UsageError
 from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab
+from mnist_mlp.training.auto_batch import AutoBatchSize
 from mnist_mlp.training.data import MNISTDataModule
 from mnist_mlp.training.model import MLP
 
@@ -104,8 +105,10 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     for saving in trainer.checkpoint_callbacks:  # <run dir>/checkpoints/ whatever the logger
         if isinstance(saving, ModelCheckpoint) and saving.dirpath is None:
             saving.dirpath = str(run_dir / "checkpoints")
+    if cfg.batch_size == AUTO:
+        trainer.callbacks.append(AutoBatchSize(**cfg.auto_batch))
     if cfg.study.target is not None:
-        trainer.callbacks.append(StepsToTarget(cfg.study.target))
+        trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
     if tensorboard:
         trainer.callbacks.append(instantiate(plain(cfg.pictures), _convert_="all"))
     else:

@@ -8,6 +8,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.writer import FileWriter
 
+from mnist_mlp.config.schema import AUTO
+
 # The suffixes of the event files that hold a run's settings and its end: files of their own.
 START, END = ".hparams", ".hparams_end"
 # metrics.json's status -> TensorBoard's.
@@ -46,6 +48,8 @@ def declare(run_dir: Path, settings: dict) -> None:
     """
     start = plugin_data_pb2.SessionStartInfo()
     for key, value in settings.items():
+        if key == "batch_size" and value == AUTO:
+            continue  # left empty, so the others' stay numbers; its auto_batch.* columns say it
         if isinstance(value, bool):
             start.hparams[key].bool_value = value
         elif isinstance(value, int | float):  # numbers sort as numbers: 32 before 128

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from mnist_mlp.config.schema import hyperparameters
 from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab
+from mnist_mlp.training.auto_batch import AutoBatchSize
 
 # What each run is judged by in metrics.json: the best checkpoint's (by val/acc) scores.
 SCORES = ("val/acc", "val/loss", "test/acc", "test/loss")
@@ -31,7 +32,8 @@ def write_metrics(
     trainer: Trainer | None = None,
 ) -> dict:
     """metrics.json: status (ok, diverged, interrupted, failed), scores, settings, wall seconds;
-    the noise scale's epoch means and the steps to study.target, when measured."""
+    the noise scale's epoch means, the steps to study.target and the batch sizes batch_size=auto
+    chose, when measured."""
     metrics = {"status": status} | {name: scores.get(name) for name in (*SCORES, BEST)}
     # The thread count changes float rounding: part of what reproduces a run exactly.
     metrics |= hyperparameters(cfg) | {
@@ -43,7 +45,7 @@ def write_metrics(
         if trainer.lightning_module.noise.epochs:
             metrics |= trainer.lightning_module.noise.record()
         for callback in trainer.callbacks:
-            if isinstance(callback, StepsToTarget):
+            if isinstance(callback, StepsToTarget | AutoBatchSize):
                 metrics |= callback.record()
     if rank_zero_only.rank == 0:  # with DDP, the first process writes the run's files
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

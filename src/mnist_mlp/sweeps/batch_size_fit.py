@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp.config.schema import steps_for
+from mnist_mlp.config.schema import AUTO
 
 
 def study_jobs(sweep_dir: Path) -> list[dict]:
@@ -23,9 +23,10 @@ def study_jobs(sweep_dir: Path) -> list[dict]:
     return jobs
 
 
-def best_per_batch_size(jobs: list[dict]) -> dict[int, dict]:
-    """For each batch size, the job that reached the target in the fewest steps (then seconds)."""
-    best: dict[int, dict] = {}
+def best_per_batch_size(jobs: list[dict]) -> dict[int | str, dict]:
+    """For each batch size (and auto, last), the job that reached the target in the fewest steps
+    (then seconds)."""
+    best: dict[int | str, dict] = {}
     for job in jobs:
         if job["status"] != "ok" or not job["target_reached"]:
             continue
@@ -33,7 +34,41 @@ def best_per_batch_size(jobs: list[dict]) -> dict[int, dict]:
         key = (job["target_steps"], job["target_seconds"])
         if size not in best or key < (best[size]["target_steps"], best[size]["target_seconds"]):
             best[size] = job
-    return dict(sorted(best.items()))
+    ordered = {size: best[size] for size in sorted(fixed(best))}
+    return ordered | ({AUTO: best[AUTO]} if AUTO in best else {})
+
+
+def fixed(best: dict[int | str, dict]) -> dict[int, dict]:
+    """The fixed batch sizes' entries, without auto's."""
+    return {size: job for size, job in best.items() if size != AUTO}
+
+
+def auto_against_fixed(best: dict[int | str, dict]) -> str | None:
+    """How batch_size=auto's best job did against the fixed batch sizes' best (issue: no more
+    wall seconds than the fastest fixed pair, fewer SGD steps than any fixed batch that took no
+    more examples); None without an auto job that reached the target."""
+    auto, others = best.get(AUTO), fixed(best)
+    if auto is None or not others:
+        return None
+    fastest = min(others.values(), key=lambda job: job["target_seconds"])
+    frugal = [job for job in others.values() if job["target_examples"] <= auto["target_examples"]]
+    fewest = min(frugal, key=lambda job: job["target_steps"]) if frugal else None
+    text = (
+        f"batch_size=auto (lr {auto['lr']:.3g} at batch 64) the target was reached in "
+        f"{auto['target_steps']} SGD steps, {auto['target_examples']} examples and "
+        f"{auto['target_seconds']:.3g} s, choosing batches from {auto['batch_size_first']} to "
+        f"{max(entry[3] for entry in auto['batch_size_trace'])}: "
+        f"{auto['target_seconds'] / fastest['target_seconds']:.2f}x the seconds of the fastest "
+        f"fixed pair (batch_size={fastest['batch_size']} lr={fastest['lr']:.3g}, "
+        f"{fastest['target_seconds']:.3g} s)"
+    )
+    if fewest is None:
+        return text + "; no fixed batch size reached it with as few examples."
+    return text + (
+        f"; the fixed batch size that took the fewest steps with no more examples "
+        f"(batch_size={fewest['batch_size']}, {fewest['target_examples']} examples) took "
+        f"{fewest['target_steps']} steps ({auto['target_steps'] / fewest['target_steps']:.2f}x)."
+    )
 
 
 def fit_steps(best: dict[int, dict]) -> tuple[float, float] | None:
@@ -54,11 +89,7 @@ def fit_steps(best: dict[int, dict]) -> tuple[float, float] | None:
 def at_first_check(best: dict[int, dict]) -> list[int]:
     """The batch sizes whose best job reached the target at its very first check: its steps then
     measure the check interval, not what the batch size needs."""
-    return [
-        size
-        for size, job in best.items()
-        if job["target_steps"] <= steps_for(job["study.every_examples"], size)
-    ]
+    return [size for size, job in best.items() if job["target_checks"] == 1]
 
 
 def measured_noise_scale(best: dict[int, dict]) -> float | None:

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp.config.schema import AUTO
 from mnist_mlp.sweeps.batch_size_fit import (
     at_first_check,
+    auto_against_fixed,
     best_per_batch_size,
     fit_steps,
+    fixed,
     measured_noise_scale,
     study_jobs,
 )
@@ -39,7 +42,7 @@ def _outcome(job: dict) -> str:
     return f"{job['target_steps']} steps" if job["target_reached"] else "not reached"
 
 
-def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, noise) -> str:
+def write_page(sweep_dir: Path, jobs: list[dict], best: dict, fit, noise) -> str:
     """batch_size.md; returns its answer paragraph."""
     first = jobs[0]
     target, training = first["study.target"], first.get("train_examples")
@@ -56,10 +59,14 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
         "| every lr tried: outcome |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for size in sorted({job["batch_size"] for job in jobs}):
+    sizes = sorted({job["batch_size"] for job in jobs} - {AUTO})
+    for size in sizes + [AUTO] * any(job["batch_size"] == AUTO for job in jobs):
         tried = sorted((job for job in jobs if job["batch_size"] == size), key=lambda j: j["lr"])
         outcomes = ", ".join(f"{job['lr']:.3g}: {_outcome(job)}" for job in tried)
-        label = f"{size} (full batch)" if training and size >= training else str(size)
+        if size == AUTO:
+            label = "auto (chosen each interval)"
+        else:
+            label = f"{size} (full batch)" if training and size >= training else str(size)
         job = best.get(size)
         if job is None:
             lines.append(f"| {label} | - | - | - | - | - | {outcomes} |")
@@ -70,7 +77,7 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
             f"| {outcomes} |"
         )
     lines += ["", "## The answer", ""]
-    too_easy = at_first_check(best)
+    too_easy = at_first_check(fixed(best))
     if too_easy:
         higher = round(target + (1 - target) / 2, 3)
         answer = (
@@ -82,8 +89,8 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
         )
     elif fit is None:
         reached = (
-            f"only {len(best)} batch size(s) reached the target"
-            if len(best) < 2
+            f"only {len(fixed(best))} batch size(s) reached the target"
+            if len(fixed(best)) < 2
             else ("the steps do not fall with the batch size as the model needs")
         )
         answer = (
@@ -102,27 +109,30 @@ def write_page(sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, no
                 " The gradient noise scale measured along the way (the median over the batch "
                 f"sizes) is **B_simple = {noise:.3g}** (B_crit / B_simple = {b_crit / noise:.2f})."
             )
-    if best and not too_easy:
-        fastest = min(best.values(), key=lambda job: job["target_seconds"])
+    if fixed(best) and not too_easy:
+        fastest = min(fixed(best).values(), key=lambda job: job["target_seconds"])
         answer += (
             f" On this machine the target was reached fastest in wall time with "
             f"**batch_size={fastest['batch_size']} lr={fastest['lr']:.3g}**: "
             f"{fastest['target_seconds']:.3g} s of training, {fastest['target_steps']} steps."
         )
+    auto = auto_against_fixed(best)
+    if auto and not too_easy:
+        answer += f" With {auto}"
     lines += [answer, "", "![steps, examples and seconds to the target](batch_size.png)", ""]
     (sweep_dir / "batch_size.md").write_text("\n".join(lines))
     return answer
 
 
-def write_picture(
-    sweep_dir: Path, jobs: list[dict], best: dict[int, dict], fit, noise, answer: str
-) -> None:
+def write_picture(sweep_dir: Path, jobs: list[dict], best: dict, fit, noise, answer: str) -> None:
     """Steps, examples and seconds to the target and the best lr against the batch size, and the
     noise scale over training beside the fitted B_crit."""
     plt = pyplot()
     if plt is None:
         return
     figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    auto, best = best.get(AUTO), fixed(best)
+    jobs = [job for job in jobs if job["batch_size"] != AUTO]
     sizes = np.array(list(best), dtype=float)
     reached = [j for j in jobs if j["status"] == "ok" and j["target_reached"]]
     curve = np.geomspace(min(j["batch_size"] for j in jobs), max(j["batch_size"] for j in jobs))
@@ -150,6 +160,8 @@ def write_picture(
             label="other lrs",
         )
         axis.plot(sizes, [job[key] for job in best.values()], "o-", label="best lr per batch size")
+        if auto is not None:
+            axis.axhline(auto[key], color="k", lw=1.2, label="batch_size=auto")
         if fit is not None and model is not None:
             axis.plot(curve, model(*fit), "k--", label=f"fit: B_crit = {fit[1]:.3g}")
             axis.axvline(fit[1], color="k", lw=0.8, ls=":")
@@ -182,6 +194,13 @@ def write_picture(
         noise_axis.axhline(fit[1], color="k", ls="--", label=f"fitted B_crit {fit[1]:.3g}")
     if noise:
         noise_axis.axhline(noise, color="tab:red", ls=":", label=f"median B_simple {noise:.3g}")
+    if auto is not None:  # what auto measured and the batch it chose from it, interval by interval
+        trace = auto["batch_size_trace"]
+        examples = [entry[1] for entry in trace]
+        noise_axis.plot(examples, [entry[2] for entry in trace], color="k", lw=1, ls="-.",
+                        label="auto: its B_simple")  # fmt: skip
+        noise_axis.step(examples, [entry[3] for entry in trace], where="post", color="k", lw=2.5,
+                        label="auto: its batch size")  # fmt: skip
     noise_axis.set(
         xscale="log",
         yscale="log",
@@ -211,8 +230,8 @@ def write_report(sweep_dir: Path) -> str | None:
     if not jobs:
         return None
     best = best_per_batch_size(jobs)
-    fit = None if at_first_check(best) else fit_steps(best)
-    noise = measured_noise_scale(best)
+    fit = None if at_first_check(fixed(best)) else fit_steps(fixed(best))
+    noise = measured_noise_scale(fixed(best))
     answer = write_page(sweep_dir, jobs, best, fit, noise)
     write_picture(sweep_dir, jobs, best, fit, noise, answer)
     return answer

@@ -8,14 +8,26 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-SCORE_COLUMNS = ("val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status")
+SCORE_COLUMNS = (
+    "val/acc", "val/loss", "test/acc", "epochs_run", "wall_seconds", "status", "batch sizes",
+)  # fmt: skip
 
 
-def sort_value(text: str) -> float | str:
+def sort_value(text: str) -> tuple[int, float | str]:
+    """Numbers in order, then words (batch_size=auto after the batch sizes)."""
     try:
-        return float(text)
+        return 0, float(text)
     except ValueError:
-        return text
+        return 1, text
+
+
+def batch_sizes_used(metrics: dict) -> str | None:
+    """A batch_size=auto job's batch sizes, e.g. "16 to 256; by epoch 104, 256"; None for a
+    fixed batch size."""
+    if "batch_size_by_epoch" not in metrics:
+        return None
+    by_epoch = ", ".join(f"{size:.0f}" for size in metrics["batch_size_by_epoch"])
+    return f"{metrics['batch_size_first']} to {metrics['batch_size_last']}; by epoch {by_epoch}"
 
 
 def job_number(job_dir: Path) -> int:
@@ -38,6 +50,7 @@ def job_rows(sweep_dir: Path) -> tuple[list[str], list[dict]]:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         scores = {column: metrics.get(column) for column in SCORE_COLUMNS}
         scores["status"] = metrics.get("status", "failed")
+        scores["batch sizes"] = batch_sizes_used(metrics)
         rows.append({"job": str(job_number(job_dir)), **overrides, **scores})
     return keys, rows
 

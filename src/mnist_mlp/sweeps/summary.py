@@ -37,7 +37,9 @@ def write_table(sweep_dir: Path, keys: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
     swept = swept_keys(keys, rows)
     fixed = [f"`{key}={rows[0][key]}`" for key in keys if key not in swept and key in rows[0]]
-    columns = ["job", *swept, *SCORE_COLUMNS]
+    # "batch sizes" only where a batch_size=auto job chose them
+    scores = [c for c in SCORE_COLUMNS if c != "batch sizes" or any(row[c] for row in rows)]
+    columns = ["job", *swept, *scores]
 
     def cell(value: object) -> str:
         if value is None:

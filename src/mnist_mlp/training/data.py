@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning import LightningDataModule
 
-from mnist_mlp.config.schema import Inputs, ValSplit
+from mnist_mlp.config.schema import AUTO, Inputs, ValSplit
 from mnist_mlp.errors import UsageError
 from mnist_mlp.training.idx_files import DATASETS, check_raw_files, ensure_raw_files
 
@@ -51,56 +51,63 @@ class TensorBatches:
 
 
 class Interval:
-    """One Lightning step's batch: the next `log_every` mini-batches of the epoch's order, each
-    gathered from the training tensors only when its SGD step comes (so it is still in the cache
-    when the step reads it), by index_select, which is faster than indexing on a CPU."""
+    """One Lightning step's batch: the next mini-batches of the epoch's order, each gathered from
+    the training tensors only when its SGD step comes (so it is still in the cache when the step
+    reads it), by index_select, which is faster than indexing on a CPU. Their size is read when
+    the interval starts: batch_size=auto may have changed it since the interval was cut."""
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, batch_size: int
-    ) -> None:
+        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+        batch_size: Callable[[], int],
+    ) -> None:  # fmt: skip
         self.images, self.labels, self.index, self.batch_size = images, labels, index, batch_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.index) / self.batch_size)
+        return math.ceil(len(self.index) / self.batch_size())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for part in self.index.split(self.batch_size):
+        for part in self.index.split(self.batch_size()):
             yield self.images.index_select(0, part), self.labels.index_select(0, part)
 
     def last(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The last mini-batch alone (iterating would gather every one)."""
-        part = self.index[(len(self) - 1) * self.batch_size :]
+        part = self.index[(len(self) - 1) * self.batch_size() :]
         return self.images.index_select(0, part), self.labels.index_select(0, part)
 
 
 class Intervals:
-    """An epoch of training: Intervals of `log_every` mini-batches each, in the order that
-    `order()` gives when the epoch starts."""
+    """An epoch of training, in the order that `order()` gives when the epoch starts, cut into
+    Intervals of `log_every` mini-batches each, or with batch_size=auto of `interval_examples`
+    examples each. Then `batch_size` may change between intervals (training/auto_batch.py sets
+    it): each interval is still the next examples of the order, so an epoch is still one pass
+    over every training example."""
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        log_every: int,
         order: Callable[[], torch.Tensor],
+        log_every: int = 1,
+        interval_examples: int | None = None,
     ) -> None:
         self.images, self.labels, self.order = images, labels, order
-        self.batch_size, self.log_every = batch_size, log_every
+        self.batch_size = batch_size  # of the mini-batches of the intervals to come
+        self.interval_examples = interval_examples or batch_size * log_every
         self.examples = len(order())  # per epoch (with DDP, this process's share)
 
     def __len__(self) -> int:
-        return math.ceil(self.examples / (self.batch_size * self.log_every))
+        return math.ceil(self.examples / self.interval_examples)
 
     @property
     def mini_batches(self) -> int:
-        """SGD steps in a whole epoch."""
+        """SGD steps in a whole epoch at the batch size now in force."""
         return math.ceil(self.examples / self.batch_size)
 
     def __iter__(self) -> Iterator[Interval]:
         order = self.order().to(self.images.device)
-        for index in order.split(self.batch_size * self.log_every):
-            yield Interval(self.images, self.labels, index, self.batch_size)
+        for index in order.split(self.interval_examples):
+            yield Interval(self.images, self.labels, index, lambda: self.batch_size)
 
 
 def load_split(root: Path, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +176,7 @@ class MNISTDataModule(LightningDataModule):
                 f"{training_images} images, so use at most {training_images - 1}."
             )
         training_split = training_images - self.hparams.val_size
-        if self.hparams.batch_size >= training_split:
+        if self.hparams.batch_size != AUTO and self.hparams.batch_size >= training_split:
             log.info(
                 f"batch_size={self.hparams.batch_size} covers all {training_split} training "
                 "images: each SGD step is full-batch gradient descent."
@@ -196,7 +203,8 @@ class MNISTDataModule(LightningDataModule):
         self.mean, self.std = state["mean"], state["std"]
 
     def train_dataloader(self) -> Intervals:
-        """Intervals of log_every mini-batches: one Lightning step each (training/model.py). A
+        """Intervals of log_every mini-batches (batch_size=auto: of auto_batch.every_examples
+        examples, from auto_batch.smallest on): one Lightning step each (training/model.py). A
         Trainer option that counts training batches (limit_train_batches, val_check_interval,
         overfit_batches, fast_dev_run) counts intervals; overfit_batches also keeps the same
         order every epoch."""
@@ -209,7 +217,13 @@ class MNISTDataModule(LightningDataModule):
             epoch = 0 if fixed or trainer is None else trainer.current_epoch
             return epoch_order(len(labels), self.seed, epoch, rank, world_size)
 
-        return Intervals(images, labels, self.hparams.batch_size, self.hparams.log_every, order)
+        hp = self.hparams
+        if hp.batch_size == AUTO:
+            auto = hp.auto_batch
+            return Intervals(
+                images, labels, auto["smallest"], order, interval_examples=auto["every_examples"]
+            )
+        return Intervals(images, labels, hp.batch_size, order, log_every=hp.log_every)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.hparams.eval_batch_size)

@@ -138,24 +138,31 @@ class MLP(LightningModule):
 
     def check_and_log(self, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Stop training at the first step whose loss is not finite; else log the interval's
-        mean loss (and the noise scale) at the number of SGD steps taken. Read once per
-        interval: each read waits for the device."""
+        mean loss, its batch size and lr (batch_size=auto moves them) and the noise scale, at
+        the number of SGD steps taken. Read once per interval: each read waits for the device."""
         logits, labels = (torch.cat(parts) for parts in zip(*steps, strict=True))
         losses = self.example_cost(logits, labels)
         finite = torch.isfinite(losses)
+        batch_size = len(steps[0][1])  # every mini-batch but an epoch's last is full
+        lr = self.optimizers().optimizer.param_groups[0]["lr"]
         if not finite.all():
-            batch_size = len(steps[0][1])  # every mini-batch but an epoch's last is full
             bad = int((~finite).nonzero()[0]) // batch_size
             loss = self.example_cost(*steps[bad]).mean().item()
             step = self.sgd_steps - len(steps) + bad  # counted from 0
             raise Diverged(
                 f"The loss became {loss} at step {step} (epoch {self.current_epoch}) with "
-                f"lr={self.hparams.lr}: training diverged; try a smaller lr, e.g. "
-                f"lr={self.stable_lr():g}."
+                f"lr={lr:g} at batch size {batch_size}: training diverged; try a smaller lr, "
+                f"e.g. lr={min(lr / 10, linear_scaling_lr(batch_size, 1)):g}."
             )
         self.epoch_correct = self.epoch_correct + (logits.max(dim=1).indices == labels).sum()
         self.epoch_examples += len(labels)
-        self.log_at_step({"train/loss": float(losses.mean())} | self.noise.read(self.sgd_steps))
+        scalars = {
+            "train/loss": float(losses.mean()),
+            "train/batch_size": batch_size,
+            "train/lr": lr,
+            "train/examples": self.examples_seen,  # a fair x when the batch size changes
+        }
+        self.log_at_step(scalars | self.noise.read(self.sgd_steps))
 
     def log_at_step(self, scalars: dict[str, float]) -> None:
         """Straight to the loggers, at the number of SGD steps taken (a self.log costs more than
@@ -163,14 +170,7 @@ class MLP(LightningModule):
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.sgd_steps)
 
-    def stable_lr(self) -> float:
-        """An lr to suggest after a divergence: a tenth of this one, or the lr the batch-size
-        study found stable and near-best at this batch size, whichever is smaller."""
-        return min(self.hparams.lr / 10, linear_scaling_lr(self.hparams.batch_size, 1))
-
     def on_train_epoch_start(self) -> None:
-        # The lr this epoch's steps take (the cosine schedule moves it once per epoch).
-        self.log_at_step({"train/lr": self.optimizers().optimizer.param_groups[0]["lr"]})
         self.epoch_examples, self.epoch_correct = 0, torch.zeros((), device=self.device)
 
     def on_train_epoch_end(self) -> None:
@@ -182,14 +182,13 @@ class MLP(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # So a resumed run keeps them.
-        checkpoint["noise_scale"] = {"epochs": self.noise.epochs, "trace": self.noise.trace}
+        checkpoint["noise_scale"] = self.noise.state_dict()
         checkpoint["sgd_steps"], checkpoint["examples_seen"] = self.sgd_steps, self.examples_seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.fitting:  # scoring a checkpoint keeps this run's history
             return
-        saved = checkpoint.get("noise_scale", {})
-        self.noise.epochs, self.noise.trace = saved.get("epochs", []), saved.get("trace", [])
+        self.noise.load_state_dict(checkpoint.get("noise_scale", {}))
         self.sgd_steps, self.examples_seen = checkpoint["sgd_steps"], checkpoint["examples_seen"]
 
     def evaluate(self, batch: Batch, stage: str) -> torch.Tensor:
