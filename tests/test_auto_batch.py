@@ -136,3 +136,12 @@ def test_the_progress_bar_ends_on_the_sgd_steps_taken(
     (bar,) = [cb for cb in trainer.callbacks if isinstance(cb, SGDStepsProgressBar)]
     steps = trainer.lightning_module.sgd_steps
     assert bar.train_progress_bar.total == bar.train_progress_bar.n == steps > 500 / 32
+
+
+@pytest.mark.parametrize("backprop", ["manual", "per_example"])
+def test_auto_works_with_the_written_out_backward_passes(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, backprop: str
+) -> None:
+    metrics = fit_and_test(make_cfg(*AUTO, "epochs=1", f"model.backprop={backprop}"), tmp_path)
+    assert metrics["status"] == "ok"
+    assert len({size for *_, size, _ in metrics["batch_size_trace"]}) > 1
