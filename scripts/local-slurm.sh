@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# A single-node Slurm on this machine, for the `slurm` tests and for trying a cluster sweep:
+# A Slurm cluster on this machine, for the `slurm` tests and for trying a cluster sweep:
 #
 #   eval "$(bash scripts/local-slurm.sh up /tmp/local-slurm)"   # starts it; exports SLURM_CONF
 #   python train.py -m hydra/launcher=slurm lr=0.1,0.2 ...
 #   bash scripts/local-slurm.sh down /tmp/local-slurm           # stops it, by its pid files
 #
-# SLURMCTLD_PORT and SLURMD_PORT choose its ports (6817 and 6818 by default), so that two can run.
+# `up <folder> 2` makes it two nodes: two slurmd daemons on this host (Slurm's multiple-slurmd
+# mode), named after the host and `localhost` so that both names resolve here (Lightning finds
+# the DDP master by the first node's name), with the cores and memory shared between them.
+# SLURMCTLD_PORT and SLURMD_PORT choose its ports (6817 and 6818 by default; a second node takes
+# the port after), so that two clusters can run.
 # Needs Debian's slurm-wlm and munge packages (`apt-get install -y slurm-wlm munge`) and root.
 # Its own munged, key, config and state live in the given folder: nothing under /etc is changed,
 # and Slurm's commands find it through SLURM_CONF. No accounting (slurmdbd), so no sacct; and no
@@ -14,8 +18,9 @@ set -euo pipefail
 
 action=${1:-}
 dir=${2:-}
-if [[ -z $action || -z $dir ]]; then
-    echo "usage: bash scripts/local-slurm.sh up|down <folder>" >&2
+nodes=${3:-1}
+if [[ -z $action || -z $dir || ! $nodes =~ ^[12]$ ]]; then
+    echo "usage: bash scripts/local-slurm.sh up|down <folder> [nodes: 1 or 2]" >&2
     exit 2
 fi
 
@@ -35,7 +40,7 @@ if [[ $action == down ]]; then
     if [[ -f $dir/slurmctld.pid ]]; then
         SLURM_CONF=$dir/slurm.conf timeout 10 scancel --user="$(id -un)" 2>/dev/null || true
     fi
-    stop "$dir/slurmd.pid"
+    for pid_file in "$dir"/slurmd*.pid; do stop "$pid_file"; done
     stop "$dir/slurmctld.pid"
     stop "$dir/munged.pid"
     exit 0
@@ -59,8 +64,11 @@ munged --force --socket="$dir/munge/socket" --key-file="$dir/munge/munge.key" \
     --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munge/seed"
 
 host=$(hostname -s)
-cpus=$(nproc)
-memory_mb=$(( $(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024 - 1024 ))
+names=("$host")
+[[ $nodes == 2 ]] && names+=(localhost)
+cpus=$(( $(nproc) / nodes > 0 ? $(nproc) / nodes : 1 ))  # per node
+memory_mb=$(( ($(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024 - 1024) / nodes ))
+slurmd_port=${SLURMD_PORT:-6818}
 cat > "$dir/slurm.conf" <<EOF
 ClusterName=local
 SlurmctldHost=$host
@@ -70,13 +78,15 @@ AuthType=auth/munge
 AuthInfo=socket=$dir/munge/socket,cred_expire=10
 CredType=cred/munge
 SlurmctldPort=${SLURMCTLD_PORT:-6817}
-SlurmdPort=${SLURMD_PORT:-6818}
+SlurmdPort=$slurmd_port
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmctldLogFile=$dir/slurmctld.log
-SlurmdLogFile=$dir/slurmd.log
+SlurmdLogFile=$dir/slurmd-%n.log
+# The cores and memory below, not the host's: two slurmd share one host.
+SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -92,15 +102,19 @@ MailProg=/bin/true
 KillWait=10
 # Memory per CPU, so that jobs that ask for none share the node (rather than each taking all of it).
 DefMemPerCPU=$(( memory_mb / cpus ))
-NodeName=$host CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
-PartitionName=local Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+for index in "${!names[@]}"; do
+    echo "NodeName=${names[$index]} NodeHostname=$host Port=$((slurmd_port + index))" \
+        "CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN" >> "$dir/slurm.conf"
+    mkdir -p "$dir/spool/${names[$index]}"
+done
+echo "PartitionName=local Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >> "$dir/slurm.conf"
 
 export SLURM_CONF=$dir/slurm.conf
 slurmctld
-slurmd
-for _ in $(seq 150); do  # the node registers within a few seconds
-    if sinfo --noheader --states=idle --format=%n 2>/dev/null | grep -q .; then
+for name in "${names[@]}"; do slurmd -N "$name"; done
+for _ in $(seq 150); do  # the nodes register within a few seconds
+    if [[ $(sinfo --noheader --Node --states=idle --format=%N 2>/dev/null | wc -l) == "$nodes" ]]; then
         echo "export SLURM_CONF=$SLURM_CONF"
         exit 0
     fi

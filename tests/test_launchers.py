@@ -129,15 +129,21 @@ def test_manual_backprop_is_refused_under_ddp(make_cfg) -> None:
         check_config(make_cfg("trainer=ddp_cpu", "model.backprop=manual"))
 
 
-def test_slurm_ddp_jobs_get_one_task_per_device_or_one_sentence() -> None:
-    from mnist_mlp.slurm.launcher import SlurmLauncher
+def test_slurm_ddp_jobs_get_the_trainers_nodes_and_one_task_per_device_or_one_sentence() -> None:
+    from mnist_mlp.slurm.jobs import ddp_shape
 
-    assert SlurmLauncher(tasks_per_node=1).tasks_per_node({None}) == 1  # not DDP: as given
-    assert SlurmLauncher(tasks_per_node=1).tasks_per_node({4}) == 4  # follows trainer.devices
+    def shape(shapes: set, nodes: int = 1, tasks_per_node: int = 1) -> dict[str, int]:
+        return ddp_shape({"nodes": nodes, "tasks_per_node": tasks_per_node}, shapes)
+
+    assert shape({None}, tasks_per_node=3) == {"nodes": 1, "tasks_per_node": 3}  # not DDP
+    assert shape({(4, 1)}) == {"nodes": 1, "tasks_per_node": 4}  # follows trainer.devices
+    assert shape({(1, 2)}) == {"nodes": 2, "tasks_per_node": 1}  # and trainer.num_nodes
     with pytest.raises(SystemExit, match="tasks_per_node=2 but trainer.devices=4"):
-        SlurmLauncher(tasks_per_node=2).tasks_per_node({4})
-    with pytest.raises(SystemExit, match="sweep each trainer.devices"):
-        SlurmLauncher(tasks_per_node=1).tasks_per_node({2, None})
+        shape({(4, 1)}, tasks_per_node=2)
+    with pytest.raises(SystemExit, match="nodes=3 but trainer.num_nodes=2"):
+        shape({(1, 2)}, nodes=3)
+    with pytest.raises(SystemExit, match="sweep each shape"):
+        shape({(2, 1), None})
 
 
 def test_the_slurm_launcher_without_sbatch_says_so_in_one_sentence(

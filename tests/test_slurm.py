@@ -32,14 +32,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A local Slurm of its own (own ports, munged and state), for this module's tests: the
-    environment that reaches it."""
-    folder = tmp_path_factory.mktemp("slurm")
+def local_slurm(folder: Path, nodes: int) -> Iterator[dict[str, str]]:
+    """A local Slurm of its own (own ports, munged and state) of 1 or 2 nodes, while the
+    generator is open: the environment that reaches it."""
+    # The second node's slurmd takes the port after SLURMD_PORT.
     ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
     started = subprocess.run(
-        ["bash", str(SCRIPT), "up", str(folder)],
+        ["bash", str(SCRIPT), "up", str(folder), str(nodes)],
         env=os.environ | ports,
         capture_output=True,
         text=True,
@@ -52,6 +51,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         pytest.skip(f"no local Slurm here: {reason}")
     yield os.environ | {"SLURM_CONF": str(folder / "slurm.conf")}
     subprocess.run(["bash", str(SCRIPT), "down", str(folder)], timeout=120)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A single-node local Slurm for this module's tests."""
+    yield from local_slurm(tmp_path_factory.mktemp("slurm"), nodes=1)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +265,7 @@ def test_ddp_runs_as_one_job_of_one_task_per_device(
     sweep_dir = tmp_path / "sweep"
     status, output = sweep(slurm, tmp_path, data_root, "trainer=ddp_cpu", "epochs=2")
     assert status == 0, output[-3000:]
-    assert "DDP on 2 devices: 2 Slurm tasks per job" in output
+    assert "DDP on 1 node(s) x 2 device(s): 1 Slurm node(s), 2 task(s) per node" in output
     (folder,) = sweep_dir.glob(".submitit/*/")
     logs = sorted(path.name.split("_")[-2] for path in folder.glob("*_log.err"))
     assert logs == ["0", "1"]  # one Slurm job, two tasks

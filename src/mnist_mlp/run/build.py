@@ -19,6 +19,7 @@ from mnist_mlp.config.schema import AUTO, hyperparameters, plain
 from mnist_mlp.errors import UsageError
 from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab
+from mnist_mlp.run.stop_together import StopTogether
 from mnist_mlp.training.auto_batch import AutoBatchSize
 from mnist_mlp.training.data import MNISTDataModule
 from mnist_mlp.training.model import MLP
@@ -92,7 +93,8 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
         keep_csv_rows(logger)
     # Under Slurm, Lightning takes the ranks from Slurm but leaves requeueing to submitit
     # (hydra/launcher=slurm resumes from last.ckpt): one mechanism, not two.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    on_slurm = SLURMEnvironment.detect()
+    plugins = [SLURMEnvironment(auto_requeue=False)] if on_slurm else []
     try:  # before any data is read
         trainer: Trainer = instantiate(
             cfg.trainer, logger=logger, default_root_dir=str(run_dir), plugins=plugins
@@ -105,6 +107,8 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     for saving in trainer.checkpoint_callbacks:  # <run dir>/checkpoints/ whatever the logger
         if isinstance(saving, ModelCheckpoint) and saving.dirpath is None:
             saving.dirpath = str(run_dir / "checkpoints")
+    if on_slurm:  # Slurm's signal before the time limit stops every process at one step
+        trainer.callbacks.append(StopTogether())
     if cfg.batch_size == AUTO:
         trainer.callbacks.append(AutoBatchSize(**cfg.auto_batch))
     if cfg.study.target is not None:

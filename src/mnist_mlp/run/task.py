@@ -89,10 +89,14 @@ def run(cfg: DictConfig) -> float:
         sys.stderr.write("\n")
         log.error(str(error))
         raise SystemExit(error.exit_code) from None
-    except Exception:
+    except Exception as error:
         if not sweeping:
             raise
-        log.exception("This job failed; the sweep goes on.")
+        # Its own words, first line (e.g. a DDP peer that died: "Connection reset by peer").
+        said = (str(error).strip().splitlines() or [""])[0][:300]
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"; {last} is kept (ckpt_path= resumes it)" if last.is_file() else ""
+        log.exception(f"This job failed ({type(error).__name__}: {said}){kept}; the sweep goes on.")
         _record_failure(run_dir, cfg, start)
     finally:
         if cfg.ckpt_path is not None:

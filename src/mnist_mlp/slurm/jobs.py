@@ -93,10 +93,12 @@ def slurm_states(array_id: str) -> dict[str, str] | None:
 def stop(submitit_handler: Any, number: int, frame: Any) -> None:
     """Slurm's signal before the time limit (or preemption), in a job: submitit saves the job to
     requeue (SlurmLauncher.checkpoint) and requeues it, or refuses when its max_num_timeout is
-    spent. Either way training then stops as it does on SIGTERM, so the run records what it
+    spent. Either way training then stops at the end of its interval, every DDP process at the
+    same one (mnist_mlp.run.stop_together), as it does on SIGTERM, so the run records what it
     kept (metrics.json `interrupted`, last.ckpt, the resume command)."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from submitit.core.utils import UncompletedJobError
+
+    from mnist_mlp.run.stop_together import STOP
 
     try:
         submitit_handler(number, frame)
@@ -104,7 +106,7 @@ def stop(submitit_handler: Any, number: int, frame: Any) -> None:
         log.warning("Slurm requeued this job: it resumes from its last.ckpt.")
     except UncompletedJobError as error:
         log.error(f"Slurm's time limit is near and submitit will not requeue this job ({error}).")
-    raise SIGTERMException
+    STOP.set()
 
 
 def report(job: Any, job_dir: Path, fallback: str) -> str:
@@ -113,3 +115,39 @@ def report(job: Any, job_dir: Path, fallback: str) -> str:
     sentence = error_sentence(job_dir) or fallback
     log.warning(f"Job {job.job_id} ({job_dir.name}) {status}: {sentence}")
     return status
+
+
+def ddp_shape(params: Any, shapes: set[tuple[Any, int] | None]) -> dict[str, int]:
+    """Slurm's nodes and tasks per node (`params`: hydra.launcher's) from the trainer's num_nodes
+    and devices of each job (`shapes`; None for a job without DDP): Lightning needs one Slurm task
+    per device on each node. Non-DDP jobs: as hydra.launcher says."""
+    given = {key: int(params[key]) for key in ("nodes", "tasks_per_node")}
+    if shapes == {None}:
+        return given
+    if len(shapes) > 1:
+        raise SystemExit(
+            "This sweep mixes DDP jobs of different trainer.devices and trainer.num_nodes "
+            f"({sorted(map(str, shapes))}), but a Slurm array gives all its jobs the same "
+            "nodes and tasks; sweep each shape (and non-DDP runs) separately."
+        )
+    ((devices, nodes),) = shapes
+    if not isinstance(devices, int):
+        raise SystemExit(
+            f"trainer.devices={devices} under DDP on Slurm needs a number of devices (one "
+            "Slurm task each); give trainer.devices=<n>."
+        )
+    wanted = {"nodes": nodes, "tasks_per_node": devices}
+    for key, trainer_key in (("nodes", "num_nodes"), ("tasks_per_node", "devices")):
+        if given[key] not in (1, wanted[key]):
+            raise SystemExit(
+                f"hydra.launcher.{key}={given[key]} but trainer.{trainer_key}="
+                f"{wanted[key]}: Lightning needs one Slurm task per device on each node; "
+                f"leave hydra.launcher.{key} out (it follows trainer.{trainer_key}) or make "
+                "them equal."
+            )
+    if wanted != given:
+        log.info(
+            f"DDP on {nodes} node(s) x {devices} device(s): {nodes} Slurm node(s), "
+            f"{devices} task(s) per node"
+        )
+    return wanted

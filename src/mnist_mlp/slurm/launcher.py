@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -38,6 +39,7 @@ from mnist_mlp.slurm.jobs import (
     WAITING,
     RunNotOk,
     cpus_per_task,
+    ddp_shape,
     folder,
     quoted,
     record_unfinished,
@@ -63,7 +65,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
     ) -> JobReturn:
         import torch
 
-        torch.set_num_threads(cpus_per_task())  # not every core of the node: the job's share
+        # Not every core of the node: the task's share (OMP_NUM_THREADS too, or Lightning's DDP
+        # gives each process the node's cores / its processes on that node).
+        os.environ["OMP_NUM_THREADS"] = str(cpus_per_task())
+        torch.set_num_threads(cpus_per_task())
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         if callable(submitit_handler):
             signal.signal(signal.SIGUSR2, lambda *received: stop(submitit_handler, *received))
@@ -103,7 +108,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 "hydra/launcher=joblib)."
             )
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
-        overrides, job_dirs, devices = [], [], set()
+        overrides, job_dirs, shapes = [], [], set()
         for number, given in enumerate(job_overrides, start=initial_job_idx):
             config = self.job_config([*given, f"hydra.sweep.dir={quoted(sweep_dir)}"], number)
             # Compute nodes may start the jobs in another folder.
@@ -112,8 +117,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
             overrides.append([o for o in given if not o.startswith("data.root=")] + absolute)
             job_dirs.append(folder(config))  # data.root is not part of its name
             is_ddp = "ddp" in str(config.trainer.get("strategy", ""))
-            devices.add(config.trainer.devices if is_ddp else None)
-        params = dict(self.params) | {"tasks_per_node": self.tasks_per_node(devices)}
+            trainer = config.trainer
+            shapes.add((trainer.devices, trainer.get("num_nodes", 1)) if is_ddp else None)
+        params = dict(self.params) | ddp_shape(self.params, shapes)
         executor = submitit.AutoExecutor(
             folder=Path(params.pop("submitit_folder")).absolute(),
             cluster="slurm",
@@ -171,33 +177,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def job_dir(self, overrides: list[str], number: int) -> Path:
         """The folder Hydra gives the job: <sweep dir>/<number>_<overrides>."""
         return folder(self.job_config(overrides, number))
-
-    def tasks_per_node(self, devices: set[int | None]) -> int:
-        """One Slurm task per device for DDP jobs (Lightning needs as many); as given otherwise."""
-        given = int(self.params["tasks_per_node"])
-        if devices == {None}:
-            return given
-        if len(devices) > 1:
-            raise SystemExit(
-                f"This sweep mixes DDP jobs of trainer.devices={sorted(map(str, devices))}, but "
-                "a Slurm array gives all its jobs the same tasks per node; sweep each "
-                "trainer.devices (and non-DDP runs) separately."
-            )
-        (wanted,) = devices
-        if not isinstance(wanted, int):
-            raise SystemExit(
-                f"trainer.devices={wanted} under DDP on Slurm needs a number of devices (one "
-                "Slurm task each); give trainer.devices=<n>."
-            )
-        if given not in (1, wanted):
-            raise SystemExit(
-                f"hydra.launcher.tasks_per_node={given} but trainer.devices={wanted}: Lightning "
-                "needs one Slurm task per device; leave tasks_per_node out (it follows "
-                "trainer.devices) or make them equal."
-            )
-        if given != wanted:
-            log.info(f"DDP on {wanted} devices: {wanted} Slurm tasks per job")
-        return wanted
 
     def wait(
         self, jobs: list, overrides: list[list[str]], job_dirs: list[Path], array_id: str

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -99,6 +100,11 @@ class MLP(LightningModule):
 
     def on_fit_start(self) -> None:
         self.distributed = self.trainer.world_size > 1
+        if self.distributed and self.hparams.noise_scale:
+            rank_zero_info(
+                "The gradient noise scale is not measured under DDP: the step's gradient is "
+                "averaged over the processes but each example's norm is its own process's."
+            )
 
     def gradient(
         self, images: torch.Tensor, labels: torch.Tensor, example_norms: bool
