@@ -40,9 +40,10 @@ def sweep(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_job_gets_a_run_dir_with_its_settings(sweep: Path) -> None:
-    # Named by number and overrides (TensorBoard shows the folder names), paths left out.
+    # Named by number and overrides (TensorBoard shows the folder names), the swept keys first
+    # (TensorBoard cuts long names), paths left out.
     names = sorted(path.parent.name for path in sweep.glob("*/metrics.json"))
-    assert names[0].startswith("0_batch_size=16,") and "lr=0.1" in names[0]
+    assert names[0].startswith("0_batch_size=16,lr=0.1,data.val_size=100,")
     assert not any("data.root" in name for name in names)
     runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert {(m["batch_size"], m["lr"]) for m in runs} == {

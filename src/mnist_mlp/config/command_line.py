@@ -1,8 +1,12 @@
-"""The command line as Hydra should read it, and where a run keeps what a resume starts from."""
+"""The command line as Hydra should read it, a sweep job's folder name, and where a run keeps
+what a resume starts from."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 # Config groups a run can do without. Hydra 1.3 refuses `group=null` on the command line (a
 # ValueError traceback) and drops a group with `~group`; `null` is what users type.
@@ -33,3 +37,32 @@ def resume_in_place(argv: list[str]) -> list[str]:
     if run_dir is None or not (run_dir / ".hydra" / "config.yaml").is_file():
         return argv  # run.py says what is wrong with ckpt_path
     return [*argv, f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=null"]
+
+
+def swept_keys(sweep_dir: Path) -> set[str]:
+    """The keys a sweep varies: its command line's sweeps (`lr=0.1,0.2`, `range(...)`) and its
+    sweeper's params, from the multirun.yaml Hydra writes when the sweep starts (none without)."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return set()
+    config = OmegaConf.load(saved)
+    given = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return {o.key_or_group for o in given if o.is_sweep_override()} | set(params)
+
+
+def run_name(job_overrides: list[str], excluded: list[str], sweep_dir: str) -> str:
+    """A sweep job's folder name after its number (conf/train.yaml's hydra.sweep.subdir): its
+    overrides as Hydra's override_dirname writes them, but the keys the sweep varies first, so
+    that TensorBoard's run names, cut short in its lists, start with what differs."""
+    parsed = OverridesParser.create().parse_overrides(list(job_overrides))
+    varying = swept_keys(Path(sweep_dir))
+    items = [
+        (o.key_or_group not in varying, f"{o.get_key_element()}={o.get_value_element_as_str()}")
+        for o in parsed
+        if o.key_or_group not in excluded
+    ]
+    return ",".join(item for _, item in sorted(items))
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)

@@ -19,7 +19,7 @@ from mnist_mlp.config.command_line import last_checkpoint
 from mnist_mlp.config.schema import plain
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run.build import build
-from mnist_mlp.run.record import BEST, SCORES, VAL, best_entry, write_metrics
+from mnist_mlp.run.record import BEST, SCORES, best_entry, write_metrics
 from mnist_mlp.training.checkpoints import loaded
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,13 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
         trainer.loggers = loggers
-        for logger in loggers:  # the best checkpoint's, under names of their own
-            logger.log_metrics({f"best/{k}": scores[k] for k in VAL}, step=model.sgd_steps)
         scores |= trainer.test(
             model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
+        # The best checkpoint's scores under names of their own, which sort first: TensorBoard's
+        # HParams shows the first metrics by name (best/test/acc, ..., best/val/loss).
+        for logger in loggers:
+            logger.log_metrics({f"best/{k}": scores[k] for k in SCORES}, step=model.sgd_steps)
     except OSError as error:
         if error.errno not in NOT_WRITABLE:
             raise

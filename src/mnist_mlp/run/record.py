@@ -19,7 +19,6 @@ from mnist_mlp.training.auto_batch import AutoBatchSize
 
 # What each run is judged by in metrics.json: the best checkpoint's (by val/acc) scores.
 SCORES = ("val/acc", "val/loss", "test/acc", "test/loss")
-VAL = ("val/acc", "val/loss")
 BEST = "best_checkpoint"
 
 
