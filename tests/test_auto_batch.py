@@ -30,10 +30,12 @@ AUTO = [
 @pytest.mark.parametrize(
     ("current", "b_simple", "chosen"),
     [
-        (16, 70.0, 32),  # nearest power of two is 64: at most twice the last
+        (16, 70.0, 32),  # at most twice the last
         (32, 70.0, 64),
-        (64, 70.0, 64),  # 70 is nearer 64 than 128
-        (64, 100.0, 128),
+        (64, 100.0, 64),  # not yet twice 64
+        (64, 130.0, 128),
+        (128, 90.0, 128),  # not yet half: no flipping around a midpoint
+        (128, 60.0, 64),
         (256, 5.0, 128),  # at most halved
         (32, 1e6, 64),
         (512, 1e6, 512),  # at most the largest

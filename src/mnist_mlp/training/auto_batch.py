@@ -3,11 +3,11 @@
 The notes' question, "choose a batch size for each step", answered as McCandlish et al. (2018)
 suggest: below the noise scale B_simple the examples' desired changes disagree so much that a
 bigger batch saves steps almost in proportion; above it the extra examples are mostly wasted. So
-after every interval (auto_batch.every_examples examples) the next interval's batch size is the
-power of two nearest the B_simple measured so far, within [smallest, largest] and at most twice
-or half the last. The lr moves with it along the rule the batch-size study measured: the best lr
-grows in proportion to the batch up to a cap (config/schema.py, linear_scaling_lr), scaled so
-that `lr` is the lr at batch 64.
+after every interval (auto_batch.every_examples examples) the batch doubles once the B_simple
+measured so far has reached twice it, and halves once B_simple has fallen to half of it: it
+follows B_simple by powers of two, within [smallest, largest]. The lr moves with it along the
+rule the batch-size study measured: the best lr grows in proportion to the batch up to a cap
+(config/schema.py, linear_scaling_lr), scaled so that `lr` is the lr at batch 64.
 """
 
 from __future__ import annotations
@@ -21,10 +21,17 @@ from mnist_mlp.config.schema import linear_scaling_lr
 
 
 def next_batch_size(current: int, b_simple: float, smallest: int, largest: int) -> int:
-    """The power of two nearest b_simple, within [smallest, largest] and within 2x of current.
-    An unmeasurable B_simple (nan: the noise swamps the gradient) asks for the largest."""
-    wanted = largest if math.isnan(b_simple) else 2 ** round(math.log2(max(b_simple, 1)))
-    return min(max(wanted, smallest, current // 2), largest, current * 2)
+    """Twice the current batch once B_simple has reached twice it, half once B_simple has fallen
+    to half of it, else the same, within [smallest, largest]. Between the two it stays: a
+    B_simple that hovers near a midpoint would otherwise flip the batch (and the lr with it) back
+    and forth. An unmeasurable B_simple (nan: the noise swamps the gradient) asks for more."""
+    if math.isnan(b_simple) or b_simple >= 2 * current:
+        wanted = 2 * current
+    elif b_simple <= current / 2:
+        wanted = current // 2
+    else:
+        wanted = current
+    return min(max(wanted, smallest), largest)
 
 
 class AutoBatchSize(Callback):
