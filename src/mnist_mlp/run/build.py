@@ -110,7 +110,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     if on_slurm:  # Slurm's signal before the time limit stops every process at one step
         trainer.callbacks.append(StopTogether())
     if cfg.batch_size == AUTO:
-        trainer.callbacks.append(AutoBatchSize(**cfg.auto_batch))
+        trainer.callbacks.append(AutoBatchSize(cfg.auto_batch.smallest, cfg.auto_batch.largest))
     if cfg.study.target is not None:
         trainer.callbacks.append(StepsToTarget(cfg.study.target, cfg.study.every_examples))
     if tensorboard:

@@ -40,8 +40,8 @@ class AutoBatchSize(Callback):
     Its state is kept in checkpoints: a resumed run goes on with the batch size in force (the
     optimizer's own state keeps the lr)."""
 
-    def __init__(self, smallest: int, largest: int, every_examples: int) -> None:
-        self.smallest, self.largest, self.every_examples = smallest, largest, every_examples
+    def __init__(self, smallest: int, largest: int) -> None:
+        self.smallest, self.largest = smallest, largest
         self.batch_size = smallest  # of the next interval
         # After each interval: (SGD steps, examples seen, B_simple, its batch size, its lr)
         self.trace: list[tuple[int, int, float | None, int, float]] = []

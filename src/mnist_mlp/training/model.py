@@ -1,9 +1,10 @@
 """The multilayer perceptron, its cost, and plain mini-batch SGD, as a LightningModule.
 
 One Lightning step is one interval: `log_every` SGD steps, one per mini-batch (training/data.py
-hands them over together). torch's SGD takes each step; Lightning's optimizer takes the
-interval's last, so Lightning counts intervals (trainer.global_step) and its loop, progress bar,
-callbacks and step hooks run once per interval, not once per SGD step. The model counts the SGD
+hands them over together; with batch_size=auto, auto_batch.every_examples examples). torch's SGD
+takes each step; Lightning's optimizer takes the interval's last, so Lightning counts intervals
+(trainer.global_step) and its loop, progress bar, callbacks and step hooks run once per
+interval, not once per SGD step. The model counts the SGD
 steps and examples itself: they are the x of every logged scalar. At the end of each interval
 the loss is checked for divergence and logged; at its first step the noise scale is measured.
 """
