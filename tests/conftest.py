@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mnist_mlp.config.schema import plain
+from mnist_mlp.config.settings import plain
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {

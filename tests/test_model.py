@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from mnist_mlp.config.schema import SETTINGS, TrainConfig
+from mnist_mlp.config.schema import TrainConfig
+from mnist_mlp.config.settings import SETTINGS
 from mnist_mlp.training.costs import cross_entropies
 from mnist_mlp.training.model import MLP
 from tests.conftest import ROOT, settings

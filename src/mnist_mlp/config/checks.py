@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp.config.schema import AUTO, SETTINGS, Backprop, plain_value
+from mnist_mlp.config.schema import AUTO, Backprop
+from mnist_mlp.config.settings import SETTINGS, plain_value
 from mnist_mlp.errors import UsageError
 
 # A resumed run may run on other devices, or show its progress otherwise; anything else in

@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from mnist_mlp.config.schema import AUTO, hyperparameters, plain
+from mnist_mlp.config.schema import AUTO
+from mnist_mlp.config.settings import hyperparameters, plain
 from mnist_mlp.errors import UsageError
 from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab

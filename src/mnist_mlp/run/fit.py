@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_mlp.config.command_line import last_checkpoint
-from mnist_mlp.config.schema import plain
+from mnist_mlp.config.settings import plain
 from mnist_mlp.errors import Diverged, Interrupted, UsageError
 from mnist_mlp.run.build import build
 from mnist_mlp.run.record import BEST, SCORES, best_entry, write_metrics

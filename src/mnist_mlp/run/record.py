@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from mnist_mlp.config.schema import hyperparameters
+from mnist_mlp.config.settings import hyperparameters
 from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab
 from mnist_mlp.training.auto_batch import AutoBatchSize

@@ -89,7 +89,8 @@ def fit_steps(best: dict[int, dict]) -> tuple[float, float] | None:
 def at_first_check(best: dict[int, dict]) -> list[int]:
     """The batch sizes whose best job reached the target at its very first check: its steps then
     measure the check interval, not what the batch size needs."""
-    return [size for size, job in best.items() if job["target_checks"] == 1]
+    # .get: a sweep run before checks were counted has no target_checks (never "too easy").
+    return [size for size, job in best.items() if job.get("target_checks") == 1]
 
 
 def measured_noise_scale(best: dict[int, dict]) -> float | None:
