@@ -49,8 +49,9 @@ def written_out_gradients(
     slope = DERIVATIVES[model.hparams.activation]
     hp = model.hparams
     weights, biases, logits, _ = backward(
-        model.layers, model.activation, slope, hp.loss, images, labels, False, hp.outputs
-    )
+        model.weights, model.biases, model.activation, slope, hp.loss, images, labels, False,
+        hp.outputs,
+    )  # fmt: skip
     torch.testing.assert_close(logits, model(images))
     return [grad for pair in zip(weights, biases, strict=True) for grad in pair]
 
@@ -102,7 +103,7 @@ def test_example_gradient_norms_are_those_of_each_examples_own_gradient(
     ]
     slope = DERIVATIVES[activation]
     norms = example_gradient_norms(
-        model.layers, model.activation, slope, loss, images, labels, outputs
+        model.weights, model.biases, model.activation, slope, loss, images, labels, outputs
     )
     torch.testing.assert_close(norms, torch.stack(own).norm(dim=1))
 
@@ -159,3 +160,12 @@ def test_the_worked_example_in_the_docs_is_what_the_command_prints(
     printed = capsys.readouterr().out
     assert printed.count(" yes") == 3  # per example = as matrices = autograd
     assert printed.strip() in (ROOT / "docs" / "backprop.md").read_text()
+
+
+def test_the_listed_weights_stay_the_layers_own_through_a_move() -> None:
+    # The backward passes read model.weights and model.biases, listed once when the model is
+    # built; a move to another dtype (or device) must change their data, not the objects.
+    model = mlp([7], "sigmoid", "mse:sigmoid").to(torch.float32)
+    for weight, bias, layer in zip(model.weights, model.biases, model.layers, strict=True):
+        assert weight is layer.weight and bias is layer.bias
+        assert weight.dtype == torch.float32

@@ -164,8 +164,9 @@ class Pictures(Callback):
         hp = module.hparams
         slope = DERIVATIVES[hp.activation]
         norms = example_gradient_norms(
-            module.layers, module.activation, slope, hp.loss, images, labels, hp.outputs
-        )
+            module.weights, module.biases, module.activation, slope, hp.loss, images, labels,
+            hp.outputs,
+        )  # fmt: skip
         log_histogram(writer, "examples/gradient_norm", norms, module.sgd_steps)
 
     def on_test_epoch_end(self, trainer: Trainer, module: LightningModule) -> None:

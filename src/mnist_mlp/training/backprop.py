@@ -25,17 +25,19 @@ network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mnist_mlp.training.costs import batch_cost
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 Slope = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Each layer's weight matrix W^l (or bias vector b^l), first layer first: network.py's
+# self.weights and self.biases.
+Parameters = Sequence[torch.Tensor]
 
 
 class Gradients(NamedTuple):
@@ -49,10 +51,11 @@ class Gradients(NamedTuple):
     example_squared_norms: torch.Tensor | None = None
 
 
-# sigma'(z), written with a = sigma(z) where that is cheaper.
+# sigma'(z), written with a = sigma(z) where that is cheaper; a - a * a is a (1 - a) without the
+# number-minus-tensor that torch dispatches through Python.
 DERIVATIVES: dict[str, Slope] = {
     "relu": lambda z, a: (z > 0).to(a.dtype),
-    "sigmoid": lambda z, a: a * (1 - a),
+    "sigmoid": lambda z, a: a - a * a,
     "tanh": lambda z, a: 1 - a * a,
 }
 
@@ -62,13 +65,13 @@ def output_error(
 ) -> torch.Tensor:
     """BP1: dC_x/dz^L for each example x (a row each), for the costs of training/costs.py."""
     a = torch.sigmoid(logits) if outputs == "sigmoid" else torch.softmax(logits, dim=1)
-    targets = torch.zeros_like(a).scatter_(1, labels[:, None], 1.0)
+    targets = torch.zeros_like(a).scatter_(1, labels.unsqueeze(1), 1.0)
     if loss == "cross_entropy":
         return a - targets
     if loss == "mse":
         cost_slope = a - targets  # dC_x/da^L for C_x = 1/2 ||a^L - y||^2
         if outputs == "sigmoid":  # each a_j = sigmoid(z_j): da_j/dz_j = a_j (1 - a_j)
-            return cost_slope * a * (1 - a)
+            return cost_slope * (a - a * a)
         # Through the softmax, da_j/dz_k = a_j (1[j = k] - a_k):
         return a * (cost_slope - (cost_slope * a).sum(dim=1, keepdim=True))
     raise ValueError(f"no output error for loss {loss!r}")
@@ -76,7 +79,8 @@ def output_error(
 
 @torch.no_grad()
 def backprop_per_example(
-    layers: nn.ModuleList,
+    weights: Parameters,
+    biases: Parameters,
     sigma: Activation,
     sigma_prime: Slope,
     loss: str,
@@ -86,31 +90,31 @@ def backprop_per_example(
     outputs: str = "softmax",
 ) -> Gradients:
     """The gradient of the batch-mean cost, one example at a time, as the notes say it."""
-    weight_changes = [torch.zeros_like(layer.weight) for layer in layers]
-    bias_changes = [torch.zeros_like(layer.bias) for layer in layers]
+    weight_changes = [torch.zeros_like(w) for w in weights]
+    bias_changes = [torch.zeros_like(b) for b in biases]
     all_logits, example_squares = [], []
     for x, y in zip(images.flatten(1), labels, strict=True):  # each example of the batch
         # Forward: every layer's activations for this example, keeping what the way back needs.
         inputs, slopes, a = [], [], x
-        for layer in layers[:-1]:
+        for w, b in zip(weights[:-1], biases[:-1], strict=True):
             inputs.append(a)
-            z = layer.weight @ a + layer.bias
+            z = w @ a + b
             a = sigma(z)
             slopes.append(sigma_prime(z, a))
         inputs.append(a)
-        logits = layers[-1].weight @ a + layers[-1].bias
+        logits = weights[-1] @ a + biases[-1]
         all_logits.append(logits)
         # Backward: each output neuron's error, compared with its expected output (BP1)...
         delta = output_error(logits[None], y[None], loss, outputs)[0]
         squared_norm = 0
-        for index in reversed(range(len(layers))):
+        for index in reversed(range(len(weights))):
             # ...each weight's desired change: for each neuron(l), for each neuron(l-1) feeding
             # it, the neuron's error times that neuron(l-1)'s activation (BP4): an outer product.
             weight_changes[index] += torch.outer(delta, inputs[index])
             bias_changes[index] += delta  # BP3
             squared_norm += delta.square().sum() * (inputs[index].square().sum() + 1)
             if index > 0:  # ...and the same on the previous layer (BP2)
-                delta = (layers[index].weight.T @ delta) * slopes[index - 1]
+                delta = (weights[index].T @ delta) * slopes[index - 1]
         example_squares.append(squared_norm)
     # Average every example's desired change.
     count = len(labels)
@@ -122,36 +126,10 @@ def backprop_per_example(
     )
 
 
-def _forward(
-    layers: nn.ModuleList, sigma: Activation, sigma_prime: Slope, images: torch.Tensor
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """The batch through the network: each layer's input a^(l-1), each sigma'(z^l), the logits."""
-    inputs, slopes = [], []
-    a = images.flatten(1)
-    *hidden, output = layers
-    for layer in hidden:
-        inputs.append(a)
-        z = F.linear(a, layer.weight, layer.bias)  # a W^T + b: every example (row) at once
-        a = sigma(z)
-        slopes.append(sigma_prime(z, a))
-    inputs.append(a)
-    return inputs, slopes, F.linear(a, output.weight, output.bias)
-
-
-def _errors(
-    layers: nn.ModuleList, slopes: list[torch.Tensor], delta: torch.Tensor
-) -> list[torch.Tensor]:
-    """BP2 from the output error delta^L back: delta^l of every layer, one row per example."""
-    deltas = [delta]
-    for layer, slope in zip(list(layers)[:0:-1], reversed(slopes), strict=True):
-        delta = (delta @ layer.weight) * slope  # W^T delta, for every row
-        deltas.insert(0, delta)
-    return deltas
-
-
 @torch.no_grad()
 def backprop(
-    layers: nn.ModuleList,
+    weights: Parameters,
+    biases: Parameters,
     sigma: Activation,
     sigma_prime: Slope,
     loss: str,
@@ -161,18 +139,30 @@ def backprop(
     outputs: str = "softmax",
 ) -> Gradients:
     """The gradient of the batch-mean cost, the whole batch at once (one matrix product each)."""
-    inputs, slopes, logits = _forward(layers, sigma, sigma_prime, images)
-    # The batch average is folded into delta once, so BP3 and BP4 become plain sums.
-    count = len(labels)
-    deltas = _errors(layers, slopes, output_error(logits, labels, loss, outputs) / count)
+    # Forward: each layer's input a^(l-1) and sigma'(z^l), every example (a row) at once.
+    inputs, slopes, a = [], [], images.flatten(1)
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        inputs.append(a)
+        z = F.linear(a, w, b)  # a W^T + b
+        a = sigma(z)
+        slopes.append(sigma_prime(z, a))
+    inputs.append(a)
+    logits = F.linear(a, weights[-1], biases[-1])
+    # Backward, from BP1; the batch average is folded into delta^L, so BP3 and BP4 become sums.
+    delta = output_error(logits, labels, loss, outputs) / labels.shape[0]
+    deltas = [delta]
+    for w, slope in zip(weights[:0:-1], slopes[::-1], strict=True):
+        delta = (delta @ w) * slope  # BP2: W^T delta, for every row
+        deltas.insert(0, delta)
     weight_grads = [delta.T @ a for delta, a in zip(deltas, inputs, strict=True)]  # BP4
     bias_grads = [delta.sum(dim=0) for delta in deltas]  # BP3
-    squared = squared_norms(deltas, inputs) * count**2 if example_norms else None
+    squared = squared_norms(deltas, inputs) * labels.shape[0] ** 2 if example_norms else None
     return Gradients(weight_grads, bias_grads, logits, squared)
 
 
 def by_autograd(
-    layers: nn.ModuleList,
+    weights: Parameters,
+    biases: Parameters,
     sigma: Activation,
     sigma_prime: Slope,
     loss: str,
@@ -183,22 +173,22 @@ def by_autograd(
 ) -> Gradients:
     """The same gradient, derived by autograd from the forward pass (sigma_prime is not needed);
     with example_norms also each layer's delta, autograd's gradient of the cost at z^l."""
-    *hidden, output = layers
     inputs, weighted, a = [], [], images.flatten(1)
+    last = len(weights) - 1
     with torch.enable_grad():
-        for layer in layers:
+        for index, (w, b) in enumerate(zip(weights, biases, strict=True)):
             inputs.append(a)
-            weighted.append(F.linear(a, layer.weight, layer.bias))
-            a = weighted[-1] if layer is output else sigma(weighted[-1])
-        parameters = [p for layer in layers for p in (layer.weight, layer.bias)]
+            weighted.append(F.linear(a, w, b))
+            a = weighted[-1] if index == last else sigma(weighted[-1])
+        parameters = [*weights, *biases]
         wanted = parameters + weighted if example_norms else parameters
         found = torch.autograd.grad(batch_cost(loss, outputs)(a, labels), wanted)
     squared = None
     if example_norms:  # each delta here is delta_i / B: the cost is the batch mean
         with torch.no_grad():
             squared = squared_norms(list(found[len(parameters) :]), inputs) * len(labels) ** 2
-    return Gradients(list(found[0 : len(parameters) : 2]), list(found[1 : len(parameters) : 2]),
-                     a.detach(), squared)  # fmt: skip
+    count = len(weights)
+    return Gradients(list(found[:count]), list(found[count : 2 * count]), a.detach(), squared)
 
 
 def squared_norms(deltas: list[torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -217,7 +207,8 @@ def squared_norms(deltas: list[torch.Tensor], inputs: list[torch.Tensor]) -> tor
 
 @torch.no_grad()
 def example_gradient_norms(
-    layers: nn.ModuleList,
+    weights: Parameters,
+    biases: Parameters,
     sigma: Activation,
     sigma_prime: Slope,
     loss: str,
@@ -226,5 +217,5 @@ def example_gradient_norms(
     outputs: str = "softmax",
 ) -> torch.Tensor:
     """The length of each example's own gradient (its desired change of every parameter)."""
-    gradients = backprop(layers, sigma, sigma_prime, loss, images, labels, True, outputs)
+    gradients = backprop(weights, biases, sigma, sigma_prime, loss, images, labels, True, outputs)
     return gradients.example_squared_norms.sqrt()

@@ -61,9 +61,13 @@ class MLP(LightningModule):
             for parameter in self.layers.parameters():
                 nn.init.normal_(parameter)
         self.activation = ACTIVATIONS[hp.activation]
+        # network.py's self.weights and self.biases: the layers' own parameters, listed once (a
+        # move to another device or dtype changes their data, not the objects).
+        self.weights = [layer.weight for layer in self.layers]
+        self.biases = [layer.bias for layer in self.layers]
         # The backward pass of model.backprop, bound once to this network and cost: one call a step.
         self.backward_pass = functools.partial(
-            BACKWARD_PASSES[hp.backprop], self.layers, self.activation,
+            BACKWARD_PASSES[hp.backprop], self.weights, self.biases, self.activation,
             DERIVATIVES[hp.activation], hp.loss, outputs=hp.outputs,
         )  # fmt: skip
         self.cost = batch_cost(hp.loss, hp.outputs)
@@ -118,15 +122,16 @@ class MLP(LightningModule):
             self.manual_backward(self.cost(logits, labels))
             return logits.detach(), None
         gradients = self.backward_pass(images, labels, example_norms)
-        for layer, weight_grad, bias_grad in zip(
-            self.layers, gradients.weights, gradients.biases, strict=True
+        for weight, bias, weight_grad, bias_grad in zip(
+            self.weights, self.biases, gradients.weights, gradients.biases, strict=True
         ):
-            layer.weight.grad, layer.bias.grad = weight_grad, bias_grad
+            weight.grad, bias.grad = weight_grad, bias_grad
         return gradients.logits, gradients.example_squared_norms
 
     def training_step(self, interval: Interval, interval_index: int) -> None:
         """One SGD step per mini-batch of the interval: w <- w - lr * gradient of its cost."""
         lightning_sgd = self.optimizers()  # counts its steps, calls the step hooks
+        sgd = lightning_sgd.optimizer  # torch's own
         # With DDP the gradient is averaged over the processes' batches but the examples' norms
         # are each process's own: the two would not belong to one batch size.
         measure_noise = self.hparams.noise_scale and not self.distributed
@@ -137,10 +142,10 @@ class MLP(LightningModule):
             if measure_noise:  # at the interval's first step
                 self.noise.add([p.grad for p in self.parameters()], example_squared)
                 measure_noise = False
-            (lightning_sgd if number == last else lightning_sgd.optimizer).step()
+            (lightning_sgd if number == last else sgd).step()
             steps.append((logits, labels))
         self.sgd_steps += len(steps)
-        self.examples_seen += sum(len(labels) for _, labels in steps)
+        self.examples_seen += sum(labels.shape[0] for _, labels in steps)
         self.check_and_log(steps)
 
     def check_and_log(self, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -243,6 +248,9 @@ class MLP(LightningModule):
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
+            # torch's own choice on a CPU (one tensor at a time), made here once rather than in
+            # every step; on a GPU, torch's default (all tensors in one call).
+            foreach=None if self.device.type == "cuda" else False,
         )
         if hp.lr_schedule == LrSchedule.constant:
             return {"optimizer": optimizer}

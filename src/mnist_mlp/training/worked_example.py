@@ -94,25 +94,27 @@ def main() -> None:
         print(f"  W{number} = {text(weight)}   b{number} = {text(bias)}")
 
     sigmoid, slope = torch.sigmoid, DERIVATIVES["sigmoid"]
+    weights, biases = [layer.weight for layer in layers], [layer.bias for layer in layers]
     ours = [*weight_grads, *bias_grads]
     outputs = sigmoid(layers[1](sigmoid(layers[0](EXAMPLES))))
     targets = torch.nn.functional.one_hot(LABELS, 2)
     ((outputs - targets).square().sum(dim=1) / 2).mean().backward()  # loss=mse, by autograd
     others = {
         "backprop_per_example": backprop_per_example(
-            layers, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"
+            weights, biases, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"
         ),
-        "backprop": backprop(layers, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"),
+        "backprop": backprop(
+            weights, biases, sigmoid, slope, "mse", EXAMPLES, LABELS, outputs="sigmoid"
+        ),
         "autograd": (
             [layer.weight.grad for layer in layers],
             [layer.bias.grad for layer in layers],
         ),
     }
     print("\nThe same gradient, to 1e-12:")
-    for name, (weights, biases, *_) in others.items():
-        same = all(
-            torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, [*weights, *biases], strict=True)
-        )
+    for name, (weight_grads, bias_grads, *_) in others.items():
+        theirs = [*weight_grads, *bias_grads]
+        same = all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, theirs, strict=True))
         print(f"  {name:<22} {'yes' if same else 'NO'}")
 
 
