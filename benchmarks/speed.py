@@ -107,6 +107,7 @@ class Lockstep(Callback):
         self.images, self.labels = trainer.datamodule.splits["train"]
         self.val_images, self.val_labels = trainer.datamodule.splits["val"]
         self.per_turn = trainer.datamodule.hparams.log_every
+        self.batch_size = trainer.datamodule.hparams.batch_size
         self.epoch, self.batches = trainer.current_epoch, None
         self.project.append([])
         self.bare.append([])
@@ -118,7 +119,7 @@ class Lockstep(Callback):
         self.project[-1].append(start - self.clock)
         if self.batches is None:  # a plain loop draws the same order the project does
             order = epoch_order(len(self.labels), self.seed, self.epoch).to(self.images.device)
-            self.batches = iter(order.split(self.model.hparams.batch_size))
+            self.batches = iter(order.split(self.batch_size))
         with torch.enable_grad():  # hooks may run under Lightning's no-grad contexts
             for index in itertools.islice(self.batches, steps):
                 loss = self.model.cost(self.model(self.images[index]), self.labels[index])
