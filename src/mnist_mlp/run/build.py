@@ -22,8 +22,9 @@ from mnist_mlp.measure.steps_to_target import StepsToTarget
 from mnist_mlp.run import hparams_tab
 from mnist_mlp.run.stop_together import StopTogether
 from mnist_mlp.training.auto_batch import AutoBatchSize
+from mnist_mlp.training.costs import CLASSES
 from mnist_mlp.training.data import MNISTDataModule
-from mnist_mlp.training.model import MLP
+from mnist_mlp.training.model import IMAGE_PIXELS, MLP
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ CHARTS = {
         "accuracy": ["Multiline", ["train/acc", "val/acc"]],
     }
 }  # in metrics.json: the best checkpoint by val/acc, relative to the run dir
+
+
+def describe(model: MLP) -> str:
+    """E.g. "784-512-256-10 relu, 535,818 parameters"."""
+    sizes = [IMAGE_PIXELS, *model.hparams.hidden_sizes, CLASSES]
+    count = sum(parameter.numel() for parameter in model.parameters())
+    return f"{'-'.join(map(str, sizes))} {model.hparams.activation}, {count:,} parameters"
 
 
 def accelerators() -> list[str]:
@@ -121,7 +129,7 @@ def build(cfg: DictConfig, run_dir: Path) -> tuple[MNISTDataModule, MLP, Trainer
     datamodule: MNISTDataModule = instantiate(plain(cfg.data), _convert_="all")
     datamodule.prepare_data()  # missing or damaged data is reported before any other work
     model: MLP = instantiate(plain(cfg.model), _convert_="all")  # plain lists, no OmegaConf
-    log.info(f"Model: {model.describe()}")
+    log.info(f"Model: {describe(model)}")
     if logger and trainer.is_global_zero:  # with DDP, the first process writes the run's files
         logger.log_hyperparams(hyperparameters(cfg))  # hparams.yaml beside the logs
         if tensorboard:

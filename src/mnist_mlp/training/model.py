@@ -4,9 +4,9 @@ One Lightning step is one interval: `log_every` SGD steps, one per mini-batch (t
 hands them over together; with batch_size=auto, auto_batch.every_examples examples). torch's SGD
 takes each step; Lightning's optimizer takes the interval's last, so Lightning counts intervals
 (trainer.global_step) and its loop, progress bar, callbacks and step hooks run once per
-interval, not once per SGD step. The model counts the SGD
-steps and examples itself: they are the x of every logged scalar. At the end of each interval
-the loss is checked for divergence and logged; at its first step the noise scale is measured.
+interval, not once per SGD step. The model counts the SGD steps and examples itself: they are
+the x of every logged scalar. At the end of each interval the loss is checked for divergence and
+logged; at its first step the noise scale is measured.
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ class MLP(LightningModule):
             for parameter in self.layers.parameters():
                 nn.init.normal_(parameter)
         self.activation = ACTIVATIONS[hp.activation]
-        # network.py's self.weights and self.biases: the layers' own parameters, listed once (a
-        # move to another device or dtype changes their data, not the objects).
+        # network.py's self.weights and self.biases: the layers' parameters (moves keep the objects)
         self.weights = [layer.weight for layer in self.layers]
         self.biases = [layer.bias for layer in self.layers]
         # The backward pass of model.backprop, bound once to this network and cost: one call a step.
@@ -85,12 +84,6 @@ class MLP(LightningModule):
         self.test_acc = MulticlassAccuracy(CLASSES, average="micro")
         # The test split's predicted classes, in order, for the pictures and per-class scores.
         self.test_predictions: list[torch.Tensor] = []
-
-    def describe(self) -> str:
-        """E.g. "784-512-256-10 relu, 535,818 parameters"."""
-        sizes = [IMAGE_PIXELS, *self.hparams.hidden_sizes, CLASSES]
-        count = sum(parameter.numel() for parameter in self.parameters())
-        return f"{'-'.join(map(str, sizes))} {self.hparams.activation}, {count:,} parameters"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The logits."""
@@ -192,8 +185,7 @@ class MLP(LightningModule):
         if self.hparams.lr_schedule != LrSchedule.constant:
             self.lr_schedulers().step()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # So a resumed run keeps them.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # a resumed run keeps them
         checkpoint["noise_scale"] = self.noise.state_dict()
         checkpoint["sgd_steps"], checkpoint["examples_seen"] = self.sgd_steps, self.examples_seen
 
@@ -248,9 +240,7 @@ class MLP(LightningModule):
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
-            # torch's own choice on a CPU (one tensor at a time), made here once rather than in
-            # every step; on a GPU, torch's default (all tensors in one call).
-            foreach=None if self.device.type == "cuda" else False,
+            foreach=None if self.device.type == "cuda" else False,  # torch's CPU choice, made once
         )
         if hp.lr_schedule == LrSchedule.constant:
             return {"optimizer": optimizer}
