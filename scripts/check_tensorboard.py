@@ -111,18 +111,33 @@ return box !== null;
 """
 
 
-# The metrics HParams shows at first: its ticked metric boxes (after the hyperparameters').
+# The columns HParams shows at first: its ticked boxes, settings' and metrics'.
 TICKED = """
 const out = [];
 function walk(node) {
-  if (node.tagName === 'PAPER-CHECKBOX' && node.checked && node.textContent.includes('/'))
-    out.push(node.textContent.trim());
+  if (node.tagName === 'PAPER-CHECKBOX' && node.checked) out.push(node.textContent.trim());
   const inside = [...(node.shadowRoot ? [node.shadowRoot] : []), ...(node.children || [])];
   if (node.tagName === 'IFRAME') { try { inside.push(node.contentDocument.body); } catch (e) {} }
   for (const child of inside) walk(child);
 }
 walk(document.body);
 return out;
+"""
+
+
+# Click one of HParams' views (a Polymer tab, in shadow roots) by its label.
+CLICK_TAB = """
+const label = arguments[0];
+function find(node) {
+  if (node.tagName === 'PAPER-TAB' && node.textContent.trim().toUpperCase() === label) return node;
+  const inside = [...(node.shadowRoot ? [node.shadowRoot] : []), ...(node.children || [])];
+  if (node.tagName === 'IFRAME') { try { inside.push(node.contentDocument.body); } catch (e) {} }
+  for (const child of inside) { const found = find(child); if (found) return found; }
+  return null;
+}
+const tab = find(document.body);
+if (tab) tab.click();
+return tab !== null;
 """
 
 
@@ -173,9 +188,18 @@ def main() -> int:
         )  # fmt: skip
         ticked = driver.execute_script(TICKED)
         checks.append(
-            (f"HParams shows these metrics at first: {ticked}",
+            (f"HParams shows these metrics at first: {[t for t in ticked if '/' in t]}",
              {"best/test/acc", "best/val/acc"} <= set(ticked))
         )  # fmt: skip
+        checks.append(
+            (f"HParams shows a status column beside the swept keys: {ticked[:5]}",
+             {"status", "batch_size", "lr"} <= set(ticked) and "diverged" in pages["hparams"])
+        )  # fmt: skip
+        if driver.execute_script(CLICK_TAB, "PARALLEL COORDINATES VIEW"):  # for the eye only
+            time.sleep(4)
+            driver.save_screenshot(str(folder / "hparams-parallel-coordinates.png"))
+        driver.execute_script(CLICK_TAB, "TABLE VIEW")
+        time.sleep(2)
         listed = trials(driver)
         clicked = driver.execute_script(UNTICK_FAILURE)
         for _ in range(40):  # until the table is drawn again

@@ -107,6 +107,7 @@ def test_hparams_tab_gets_the_settings_the_scores_and_the_status(
     assert scalars[:4] == ["best/test/acc", "best/test/loss", "best/val/acc", "best/val/loss"]
     end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
     assert end.status == api_pb2.STATUS_SUCCESS
+    assert start["status"].string_value == "ok"  # a column too: HParams has none of its own
     # Each curve is one model's history: one point per epoch, none made up at step 0, none added
     # at the end by the best checkpoint (its scores are best/*).
     steps = [event.step for event in events(tmp_path).Scalars("val/acc")]
@@ -120,6 +121,8 @@ def test_a_diverged_run_shows_as_failed_in_the_hparams_tab_and_says_why_in_the_t
         fit_and_test(make_cfg("lr=1e6"), tmp_path)
     end = hparams_data(tmp_path, "_hparams_/session_end_info").session_end_info
     assert end.status == api_pb2.STATUS_FAILURE
+    start = hparams_data(tmp_path, "_hparams_/session_start_info").session_start_info.hparams
+    assert start["status"].string_value == "diverged" and start["lr"].number_value == 1e6
     (said,) = events(tmp_path).Tensors("status/text_summary")
     assert said.tensor_proto.string_val[0].decode().startswith("diverged: The loss became")
 

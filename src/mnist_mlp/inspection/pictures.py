@@ -21,13 +21,18 @@ from mnist_mlp.training.backprop import DERIVATIVES, example_gradient_norms
 from mnist_mlp.training.costs import CLASSES
 from mnist_mlp.training.idx_files import DATASETS
 
-FONT = ImageFont.load_default()
+# TensorBoard's image cards are about 350 pixels wide and shrink a wider picture to fit, its
+# text with it: pictures this wide show at their own size, their text as drawn.
+CARD_WIDTH = 350
+FONT, SMALL_FONT, LINE = ImageFont.load_default(size=13), ImageFont.load_default(size=12), 16
 
 
-def _text(draw: ImageDraw.ImageDraw, centre: tuple[float, float], text: str, fill) -> None:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=FONT)
+def _text(
+    draw: ImageDraw.ImageDraw, centre: tuple[float, float], text: str, fill, font=FONT
+) -> None:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     position = (centre[0] - (right - left) / 2 - left, centre[1] - (bottom - top) / 2 - top)
-    draw.text(position, text, fill=fill, font=FONT)
+    draw.text(position, text, fill=fill, font=font)
 
 
 def class_names(dataset: str) -> list[str]:
@@ -53,15 +58,16 @@ def misclassified_grid(
         digit = (digit - digit.min()) / (digit.max() - digit.min()).clamp_min(1e-6)
         true, guess = names[labels[index]], names[predicted[index]]
         texts = [true, f"-> {guess}"] if words else [f"{true} -> {guess}"]
-        caption = Image.new("L", (width, 14 * len(lines)))
+        caption = Image.new("L", (width, LINE * len(lines)))
         for line in lines:
-            _text(ImageDraw.Draw(caption), (width / 2, 7 + 14 * line), texts[line], 255)
+            _text(ImageDraw.Draw(caption), (width / 2, LINE * (line + 0.5)), texts[line], 255)
         caption = torch.from_numpy(np.asarray(caption, dtype=np.float32) / 255)
         big = digit.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
         tiles.append(torch.cat([caption, big]))
     if not tiles:  # every test image right
-        tiles = [torch.zeros(14 * len(lines) + width, width)]
-    return make_grid(torch.stack(tiles)[:, None], nrow=8, padding=2, pad_value=0.5)
+        tiles = [torch.zeros(LINE * len(lines) + width, width)]
+    columns = (CARD_WIDTH - 2) // (width + 2)  # 6 digits or 4 named tiles a row
+    return make_grid(torch.stack(tiles)[:, None], nrow=columns, padding=2, pad_value=0.5)
 
 
 def confusion_image(
@@ -70,13 +76,13 @@ def confusion_image(
     """Rows: the true class; columns: the predicted class; every cell shows its count. Classes
     with names are numbered, with the names listed below."""
     counts = multiclass_confusion_matrix(predicted, labels, CLASSES).cpu()
-    cell, margin = 40, 44
-    side = margin + cell * CLASSES + 4
+    cell, margin = 31, 30
+    side = margin + cell * CLASSES + 4  # within CARD_WIDTH
     legend = [f"{number}: {name}" for number, name in enumerate(names)] if names[0] != "0" else []
-    image = Image.new("RGB", (side, side + 14 * ((len(legend) + 1) // 2)), "white")
+    image = Image.new("RGB", (side, side + LINE * ((len(legend) + 1) // 2)), "white")
     draw = ImageDraw.Draw(image)
-    _text(draw, (margin + cell * CLASSES / 2, 9), "predicted", "black")
-    _text(draw, (16, 9), "true", "black")
+    _text(draw, (margin + cell * CLASSES / 2, 8), "predicted", "black")
+    _text(draw, (15, 8), "true", "black")
     most = max(int(counts.max()), 1)
     for row in range(CLASSES):
         _text(draw, (margin - 10, margin + cell * row + cell / 2), str(row), "black")
@@ -87,12 +93,12 @@ def confusion_image(
             x, y = margin + cell * column, margin + cell * row
             shade = (int(255 - 225 * share), int(255 - 170 * share), int(255 - 60 * share))
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=shade, outline=(210, 210, 210))
-            _text(
-                draw, (x + cell / 2, y + cell / 2), str(count), "white" if share > 0.5 else "black"
-            )
+            colour = "white" if share > 0.5 else "black"
+            _text(draw, (x + cell / 2, y + cell / 2), str(count), colour, SMALL_FONT)
     for number, entry in enumerate(legend):  # two columns
         column, row = number % 2, number // 2
-        draw.text((margin + column * (side - margin) / 2, side + 14 * row), entry, fill="black")
+        position = (margin + column * (side - margin) / 2, side + LINE * row)
+        draw.text(position, entry, fill="black", font=FONT)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
 

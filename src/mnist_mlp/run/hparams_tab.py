@@ -63,10 +63,15 @@ def declare(run_dir: Path, settings: dict) -> None:
     _write(run_dir, START, _summary(metadata.SESSION_START_INFO_TAG, data))
 
 
-def end(run_dir: Path, status: str) -> None:
-    """How the run ended, as metrics.json says it (for a run that declared its settings)."""
+def end(run_dir: Path, settings: dict, status: str) -> None:
+    """How the run ended, as metrics.json says it (for a run that declared its settings): as
+    TensorBoard's session status, which its status filter reads, and as a `status` column
+    beside the settings, since HParams 2.21 shows no status column of its own (a sweep whose
+    runs did not all end alike shows it among the columns that vary, a diverged run's "diverged"
+    on its axis in the parallel-coordinates view)."""
     if not any(run_dir.glob(f"*{START}")):
         return  # another logger, or the run stopped before it was built
+    declare(run_dir, settings | {"status": status})
     end_info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(STATUSES[status]))
     data = plugin_data_pb2.HParamsPluginData(session_end_info=end_info)
     _write(run_dir, END, _summary(metadata.SESSION_END_INFO_TAG, data))

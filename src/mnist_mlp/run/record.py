@@ -48,7 +48,7 @@ def write_metrics(
                 metrics |= callback.record()
     if rank_zero_only.rank == 0:  # with DDP, the first process writes the run's files
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        hparams_tab.end(run_dir, status)
+        hparams_tab.end(run_dir, hyperparameters(cfg), status)
     return metrics
 
 
