@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp.config.schema import Loss
-from mnist_mlp.training.costs import EXAMPLE_COSTS
+from mnist_mlp.training.costs import cross_entropies
 
 STEPS, REPEATS, CLASSES, EVERY = 1000, 7, 10, 50
 BATCH_SIZES = (32, 256)
@@ -74,7 +73,7 @@ def main() -> None:
         kept_logits.clear(), kept_labels.clear()
 
     def read_as_the_model() -> None:
-        read_kept(EXAMPLE_COSTS[Loss.cross_entropy], lambda logits: logits.max(1).indices)
+        read_kept(cross_entropies, lambda logits: logits.max(1).indices)
 
     def read_with_torch_functions() -> None:
         losses = functools.partial(F.cross_entropy, reduction="none")
