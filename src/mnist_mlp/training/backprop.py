@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from mnist_mlp.training.costs import batch_cost
+from mnist_mlp.training.costs import batch_cost, one_hot
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 Slope = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -51,11 +51,11 @@ class Gradients(NamedTuple):
     example_squared_norms: torch.Tensor | None = None
 
 
-# sigma'(z), written with a = sigma(z) where that is cheaper; a - a * a is a (1 - a) without the
-# number-minus-tensor that torch dispatches through Python.
+# sigma'(z), written with a = sigma(z) where that is cheaper. The sigmoid's a (1 - a) is taken as
+# a - a * a in one operation: torch dispatches a number minus a tensor (1 - a) through Python.
 DERIVATIVES: dict[str, Slope] = {
     "relu": lambda z, a: (z > 0).to(a.dtype),
-    "sigmoid": lambda z, a: a - a * a,
+    "sigmoid": lambda z, a: torch.addcmul(a, a, a, value=-1),
     "tanh": lambda z, a: 1 - a * a,
 }
 
@@ -65,13 +65,13 @@ def output_error(
 ) -> torch.Tensor:
     """BP1: dC_x/dz^L for each example x (a row each), for the costs of training/costs.py."""
     a = torch.sigmoid(logits) if outputs == "sigmoid" else torch.softmax(logits, dim=1)
-    targets = torch.zeros_like(a).scatter_(1, labels.unsqueeze(1), 1.0)
+    targets = one_hot(labels, a.dtype, a.shape[1])
     if loss == "cross_entropy":
         return a - targets
     if loss == "mse":
         cost_slope = a - targets  # dC_x/da^L for C_x = 1/2 ||a^L - y||^2
         if outputs == "sigmoid":  # each a_j = sigmoid(z_j): da_j/dz_j = a_j (1 - a_j)
-            return cost_slope * (a - a * a)
+            return cost_slope * DERIVATIVES["sigmoid"](logits, a)
         # Through the softmax, da_j/dz_k = a_j (1[j = k] - a_k):
         return a * (cost_slope - (cost_slope * a).sum(dim=1, keepdim=True))
     raise ValueError(f"no output error for loss {loss!r}")

@@ -7,6 +7,7 @@ mse             C_x = 1/2 ||y - a||^2, a = softmax(z) or sigmoid(z) (model.outpu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -19,9 +20,17 @@ Cost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) 
 OUTPUTS = {Outputs.softmax: lambda z: torch.softmax(z, dim=1), Outputs.sigmoid: torch.sigmoid}
 
 
-def one_hot(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """y(x): by comparison (F.one_hot cannot run under torch.func.vmap: tests/test_noise.py)."""
-    return (labels[:, None] == torch.arange(CLASSES, device=labels.device)).to(dtype)
+@functools.cache
+def identity(classes: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The classes x classes identity matrix, made once per size, dtype and device."""
+    return torch.eye(classes, dtype=dtype, device=device)
+
+
+def one_hot(labels: torch.Tensor, dtype: torch.dtype, classes: int = CLASSES) -> torch.Tensor:
+    """y(x), a row each: the identity's rows, gathered in one operation (F.one_hot checks the
+    labels' range first, which costs more than a small network's step, and cannot run under
+    torch.func.vmap: tests/test_noise.py)."""
+    return identity(classes, dtype, labels.device).index_select(0, labels)
 
 
 def squared_errors(outputs: str) -> Cost:
