@@ -96,18 +96,20 @@ def look(driver: webdriver.Chrome, url: str, tab: str, folder: Path, seconds: fl
     return driver.execute_script(DEEP_TEXT)
 
 
-# Click the HParams status filter's "Failure" box (a Polymer checkbox, in shadow roots).
-UNTICK_FAILURE = """
+# Click the first element of a tag (a Polymer checkbox or tab, in shadow roots) with a label.
+CLICK = """
+const [tag, label] = arguments;
 function find(node) {
-  if (node.tagName === 'PAPER-CHECKBOX' && node.textContent.trim() === 'Failure') return node;
+  if (node.tagName === tag && node.textContent.trim().toUpperCase() === label.toUpperCase())
+    return node;
   const inside = [...(node.shadowRoot ? [node.shadowRoot] : []), ...(node.children || [])];
   if (node.tagName === 'IFRAME') { try { inside.push(node.contentDocument.body); } catch (e) {} }
   for (const child of inside) { const found = find(child); if (found) return found; }
   return null;
 }
-const box = find(document.body);
-if (box) box.click();
-return box !== null;
+const element = find(document.body);
+if (element) element.click();
+return element !== null;
 """
 
 
@@ -122,22 +124,6 @@ function walk(node) {
 }
 walk(document.body);
 return out;
-"""
-
-
-# Click one of HParams' views (a Polymer tab, in shadow roots) by its label.
-CLICK_TAB = """
-const label = arguments[0];
-function find(node) {
-  if (node.tagName === 'PAPER-TAB' && node.textContent.trim().toUpperCase() === label) return node;
-  const inside = [...(node.shadowRoot ? [node.shadowRoot] : []), ...(node.children || [])];
-  if (node.tagName === 'IFRAME') { try { inside.push(node.contentDocument.body); } catch (e) {} }
-  for (const child of inside) { const found = find(child); if (found) return found; }
-  return null;
-}
-const tab = find(document.body);
-if (tab) tab.click();
-return tab !== null;
 """
 
 
@@ -195,13 +181,14 @@ def main() -> int:
             (f"HParams shows a status column beside the swept keys: {ticked[:5]}",
              {"status", "batch_size", "lr"} <= set(ticked) and "diverged" in pages["hparams"])
         )  # fmt: skip
-        if driver.execute_script(CLICK_TAB, "PARALLEL COORDINATES VIEW"):  # for the eye only
+        # For the eye only: which runs have a line there.
+        if driver.execute_script(CLICK, "PAPER-TAB", "Parallel coordinates view"):
             time.sleep(4)
             driver.save_screenshot(str(folder / "hparams-parallel-coordinates.png"))
-        driver.execute_script(CLICK_TAB, "TABLE VIEW")
+        driver.execute_script(CLICK, "PAPER-TAB", "Table view")
         time.sleep(2)
         listed = trials(driver)
-        clicked = driver.execute_script(UNTICK_FAILURE)
+        clicked = driver.execute_script(CLICK, "PAPER-CHECKBOX", "Failure")
         for _ in range(40):  # until the table is drawn again
             time.sleep(0.5)
             ok = trials(driver)
