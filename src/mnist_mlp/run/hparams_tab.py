@@ -67,8 +67,7 @@ def end(run_dir: Path, settings: dict, status: str) -> None:
     """How the run ended, as metrics.json says it (for a run that declared its settings): as
     TensorBoard's session status, which its status filter reads, and as a `status` column
     beside the settings, since HParams 2.21 shows no status column of its own (a sweep whose
-    runs did not all end alike shows it among the columns that vary, a diverged run's "diverged"
-    on its axis in the parallel-coordinates view)."""
+    runs did not all end alike shows it among the columns that vary)."""
     if not any(run_dir.glob(f"*{START}")):
         return  # another logger, or the run stopped before it was built
     declare(run_dir, settings | {"status": status})
