@@ -21,6 +21,7 @@ def test_a_run_prints_each_lightning_line_once_and_no_notice_it_cannot_act_on(
     )
     printed = capfd.readouterr().err
     assert printed.count("GPU available:") == 1  # not also through Lightning's own handler
+    assert "Restoring states" not in printed  # the best checkpoint is loaded once, quietly
     assert "INFO: " not in printed  # Lightning's own format
     assert "smaller than the logging interval" not in printed
     assert "💡 Tip" not in printed

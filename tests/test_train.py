@@ -139,6 +139,18 @@ def test_last_checkpoint_holds_the_last_epoch(
     assert best_checkpoint(tmp_path).name.startswith("epoch00-")
 
 
+def test_the_scores_are_the_best_checkpoints_not_the_last_weights(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    # val/acc is at its best from the first epoch on (see above), while val/loss goes on falling:
+    # the scores must be epoch 0's, whose weights are loaded back before scoring.
+    metrics = fit_and_test(make_cfg("epochs=3"), tmp_path)
+    val_losses = [event.value for event in events(tmp_path).Scalars("val/loss")]
+    assert len(val_losses) == 3 and val_losses[0] != val_losses[-1]
+    assert metrics["val/loss"] == pytest.approx(val_losses[0], rel=1e-6)
+    assert metrics["best_checkpoint"].startswith("checkpoints/epoch00-")
+
+
 def test_log_every_does_not_change_the_result(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:

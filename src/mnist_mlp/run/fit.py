@@ -89,17 +89,18 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         fitted = True
-        # Report the checkpoint a user would keep: the best on validation (none in a dry run).
+        # Report the checkpoint a user would keep: the best on validation (none in a dry run),
+        # its weights loaded once for both scorings (and Lightning's "Restoring states" not said
+        # twice).
         scores = best_entry(trainer, run_dir)
         best = str(run_dir / scores[BEST]) if scores else None
+        if best is not None:
+            saved = torch.load(best, map_location=model.device, weights_only=True)
+            model.load_state_dict(saved["state_dict"])
         loggers, trainer.loggers = trainer.loggers, []  # not a point on the val/ curves
-        scores |= trainer.validate(
-            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-        )[0]
+        scores |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         trainer.loggers = loggers
-        scores |= trainer.test(
-            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-        )[0]
+        scores |= trainer.test(model, datamodule=datamodule, verbose=False)[0]
         # The best checkpoint's scores under names of their own, which sort first: TensorBoard's
         # HParams shows the first metrics by name (best/test/acc, ..., best/val/loss).
         for logger in loggers:
