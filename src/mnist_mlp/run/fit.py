@@ -95,7 +95,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
         scores = best_entry(trainer, run_dir)
         best = str(run_dir / scores[BEST]) if scores else None
         if best is not None:
-            saved = torch.load(best, map_location=model.device, weights_only=True)
+            device = model.device
+            saved = loaded(
+                Path(best), BEST, lambda: torch.load(best, map_location=device, weights_only=True)
+            )
             model.load_state_dict(saved["state_dict"])
         loggers, trainer.loggers = trainer.loggers, []  # not a point on the val/ curves
         scores |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]

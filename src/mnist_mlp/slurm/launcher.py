@@ -67,8 +67,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         # Not every core of the node: the task's share (OMP_NUM_THREADS too, or Lightning's DDP
         # gives each process the node's cores / its processes on that node).
-        os.environ["OMP_NUM_THREADS"] = str(cpus_per_task())
-        torch.set_num_threads(cpus_per_task())
+        threads = cpus_per_task()
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         if callable(submitit_handler):
             signal.signal(signal.SIGUSR2, lambda *received: stop(submitit_handler, *received))
