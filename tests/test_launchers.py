@@ -160,3 +160,31 @@ def test_the_slurm_launcher_without_sbatch_says_so_in_one_sentence(
             monkeypatch=monkeypatch,
         )
     assert "hydra/launcher=joblib" in str(refused.value.code)
+
+
+def test_what_the_slurm_signal_handler_says_is_logged_where_training_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A log call inside a signal handler can be lost (a "reentrant call" into the file the
+    # interrupted code was writing): the handler only asks, the interval's end says it.
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from submitit.core.utils import UncompletedJobError
+
+    from mnist_mlp.run import stop_together
+    from mnist_mlp.slurm.jobs import stop
+
+    def refuses(*_) -> None:
+        raise UncompletedJobError("timed-out too many times.")
+
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(strategy=strategy)
+    try:
+        stop(refuses, 12, None)
+        assert "submitit will not requeue" not in caplog.text  # not from inside the handler
+        with pytest.raises(SIGTERMException):
+            stop_together.StopTogether().on_train_batch_end(trainer, None, None, None, 0)
+        assert "submitit will not requeue this job (timed-out too many times.)" in caplog.text
+    finally:
+        stop_together.STOP.clear()

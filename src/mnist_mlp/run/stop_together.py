@@ -4,14 +4,26 @@ waiting in a gradient all-reduce until their connection breaks."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-# Set by the Slurm job's signal handler (mnist_mlp.slurm.jobs.stop); read at each interval's end.
+log = logging.getLogger(__name__)
+
+# Set by the Slurm job's signal handler (mnist_mlp.slurm.jobs.stop); read at each interval's end,
+# where what the handler had to say is logged (a handler that logs can lose its line).
 STOP = threading.Event()
+SAID: list[tuple[int, str]] = []
+
+
+def ask_to_stop(level: int = logging.INFO, said: str | None = None) -> None:
+    """For a signal handler: stop at the next interval end, and log `said` there."""
+    if said is not None:
+        SAID.append((level, said))
+    STOP.set()
 
 
 class StopTogether(Callback):
@@ -20,4 +32,6 @@ class StopTogether(Callback):
     ) -> None:
         # Any process asked: all stop here, as on SIGTERM (last.ckpt kept, metrics.json written).
         if trainer.strategy.reduce_boolean_decision(STOP.is_set(), all=False):
+            while SAID:
+                log.log(*SAID.pop(0))
             raise SIGTERMException

@@ -95,18 +95,22 @@ def stop(submitit_handler: Any, number: int, frame: Any) -> None:
     requeue (SlurmLauncher.checkpoint) and requeues it, or refuses when its max_num_timeout is
     spent. Either way training then stops at the end of its interval, every DDP process at the
     same one (mnist_mlp.run.stop_together), as it does on SIGTERM, so the run records what it
-    kept (metrics.json `interrupted`, last.ckpt, the resume command)."""
+    kept (metrics.json `interrupted`, last.ckpt, the resume command). What it has to say is
+    logged there too: a log call inside a signal handler can land in the middle of the
+    interrupted code's own write to the same file, and is then lost ("reentrant call")."""
     from submitit.core.utils import UncompletedJobError
 
-    from mnist_mlp.run.stop_together import STOP
+    from mnist_mlp.run.stop_together import ask_to_stop
 
+    level, said = logging.INFO, None
     try:
         submitit_handler(number, frame)
     except SystemExit:  # submitit requeued the job and asks it to end
-        log.warning("Slurm requeued this job: it resumes from its last.ckpt.")
+        level, said = logging.WARNING, "Slurm requeued this job: it resumes from its last.ckpt."
     except UncompletedJobError as error:
-        log.error(f"Slurm's time limit is near and submitit will not requeue this job ({error}).")
-    STOP.set()
+        level = logging.ERROR
+        said = f"Slurm's time limit is near and submitit will not requeue this job ({error})."
+    ask_to_stop(level, said)
 
 
 def report(job: Any, job_dir: Path, fallback: str) -> str:
